@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation helpers over the clips in ../shared/data."""

@@ -1,0 +1,31 @@
+"""Word error rate with Whisper's English text normaliser (see ../shared/data/SOURCES.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _english_normalizer():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def normalize(text: str) -> str:
+    # The normaliser deletes anything in brackets; some references put spoken words there.
+    return _english_normalizer()(re.sub(r"[()\[\]]", " ", text))
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus-level WER (total edits / total reference words) after normalising both sides."""
+    import jiwer
+
+    refs = [normalize(r) for r in references]
+    hyps = [normalize(h) for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
+    if not pairs:
+        raise ValueError("no non-empty reference to score against")
+    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])

@@ -1,0 +1,266 @@
+"""The Whisper encoder-decoder network, with an explicit key/value cache.
+
+Parameter names follow OpenAI's checkpoints (`encoder.blocks.0.attn.query.weight`, …), so an
+OpenAI state dict loads as it is; other formats are mapped to these names in `weights.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import ModelDims
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """The encoder's fixed positional embedding."""
+    log_timescale_increment = np.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2))
+    scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_head, -1).transpose(1, 2)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, -1)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.split_heads(self.key(x)), self.split_heads(self.value(x))
+
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = self.split_heads(self.query(x))
+        return self.out(self.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)))
+
+    def weights(self, x: Tensor, k: Tensor) -> Tensor:
+        """Softmax attention weights [B, H, T, S] (for word alignment; float32)."""
+        q = self.split_heads(self.query(x)).float()
+        return torch.softmax(q @ k.float().transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def forward_encoder(self, x: Tensor) -> Tensor:
+        h = self.attn_ln(x)
+        k, v = self.attn.keys_values(h)
+        x = x + self.attn.attend(h, k, v)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(dims.n_mels, dims.n_audio_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dims.n_audio_state, dims.n_audio_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(dims.n_audio_ctx, dims.n_audio_state))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(dims.n_audio_state, dims.n_audio_head) for _ in range(dims.n_audio_layer)
+        )
+        self.ln_post = nn.LayerNorm(dims.n_audio_state)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        if x.shape[1] != self.positional_embedding.shape[0]:
+            raise ValueError(f"expected {2 * self.positional_embedding.shape[0]} mel frames, got {mel.shape[-1]}")
+        x = x + self.positional_embedding.to(x.dtype)
+        for block in self.blocks:
+            x = block.forward_encoder(x)
+        return self.ln_post(x)
+
+
+class KVCache:
+    """Keys and values of one batch being decoded.
+
+    Cross-attention keys/values come from the audio features once. Self-attention
+    keys/values grow by the tokens fed to `Whisper.logits`; they live in buffers with
+    spare room so a decoding step writes in place instead of concatenating.
+    Rows may start with left padding (`pad_lengths`): padded keys are masked and positions
+    shifted, so each row decodes exactly as it would alone.
+    """
+
+    def __init__(self, cross: list[tuple[Tensor, Tensor]], pad_lengths: Tensor | None) -> None:
+        self.cross = cross
+        self.self_kv: list[tuple[Tensor, Tensor]] = []
+        self.length = 0
+        self.pad_lengths = pad_lengths if pad_lengths is not None and bool(pad_lengths.any()) else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.cross[0][0].shape[0]
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Stores the new keys/values of `layer` after the cached ones; returns all of them."""
+        new = k.shape[2]
+        if layer == len(self.self_kv):
+            capacity = max(self.length + new + 64, 2 * (self.length + new))
+            shape = (k.shape[0], k.shape[1], capacity, k.shape[3])
+            self.self_kv.append((k.new_empty(shape), v.new_empty(shape)))
+        keys, values = self.self_kv[layer]
+        end = self.length + new
+        if end > keys.shape[2]:
+            capacity = 2 * end
+            keys = torch.cat([keys[:, :, : self.length], k.new_empty(*keys.shape[:2], capacity - self.length, keys.shape[3])], 2)
+            values = torch.cat([values[:, :, : self.length], v.new_empty(*values.shape[:2], capacity - self.length, values.shape[3])], 2)
+            self.self_kv[layer] = (keys, values)
+        keys[:, :, self.length : end] = k
+        values[:, :, self.length : end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keeps (or repeats) rows `index` of the batch: beam search, finished rows dropped."""
+        index = index.to(self.cross[0][0].device)
+        self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
+        self.self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
+        if self.pad_lengths is not None:
+            self.pad_lengths = self.pad_lengths.index_select(0, index.to(self.pad_lengths.device))
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, dims: ModelDims) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(dims.n_vocab, dims.n_text_state)
+        self.positional_embedding = nn.Parameter(torch.empty(dims.n_text_ctx, dims.n_text_state))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(dims.n_text_state, dims.n_text_head, cross_attention=True)
+            for _ in range(dims.n_text_layer)
+        )
+        self.ln = nn.LayerNorm(dims.n_text_state)
+
+    def embed(self, tokens: Tensor, cache: KVCache) -> tuple[Tensor, Tensor | None]:
+        """Token + position embeddings of the new tokens, and the self-attention mask."""
+        batch, new = tokens.shape
+        start = cache.length
+        positions = torch.arange(start, start + new, device=tokens.device)
+        mask = None
+        if cache.pad_lengths is not None:
+            pad = cache.pad_lengths.to(tokens.device)[:, None]
+            row_positions = (positions[None, :] - pad).clamp(min=0)
+            x = self.token_embedding(tokens) + self.positional_embedding[row_positions]
+            keys = torch.arange(start + new, device=tokens.device)
+            allowed = (keys[None, None, :] >= pad[:, :, None]) & (keys[None, None, :] <= positions[None, :, None])
+            # A padded query attends to itself, so no row of the mask is empty (empty rows give NaN).
+            allowed |= keys[None, None, :] == positions[None, :, None]
+            mask = allowed[:, None]
+        else:
+            x = self.token_embedding(tokens) + self.positional_embedding[positions]
+            if new > 1:
+                keys = torch.arange(start + new, device=tokens.device)
+                mask = keys[None, :] <= positions[:, None]
+        return x.to(self.positional_embedding.dtype), mask
+
+    def forward(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """Hidden states after the final layer norm, for the new tokens."""
+        x, mask = self.embed(tokens, cache)
+        for layer, block in enumerate(self.blocks):
+            h = block.attn_ln(x)
+            k, v = cache.append(layer, *block.attn.keys_values(h))
+            x = x + block.attn.attend(h, k, v, mask)
+            x = x + block.cross_attn.attend(block.cross_attn_ln(x), *cache.cross[layer])
+            x = x + block.mlp(block.mlp_ln(x))
+        cache.length += tokens.shape[1]
+        return self.ln(x)
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDims, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims)
+        self.decoder = TextDecoder(dims)
+        self.register_buffer("alignment_heads", self.alignment_heads_tensor(dims, alignment_heads), persistent=False)
+        self.tokenizer_file: Path | None = None
+        self.name = "whisper"
+
+    @staticmethod
+    def alignment_heads_tensor(dims: ModelDims, heads: Sequence[tuple[int, int]] | None) -> Tensor:
+        """[K, 2] (layer, head); without a known list, every head of the last half of the layers."""
+        if not heads:
+            half = dims.n_text_layer // 2
+            heads = [(layer, head) for layer in range(half, dims.n_text_layer) for head in range(dims.n_text_head)]
+        return torch.tensor(heads, dtype=torch.long, device="cpu").reshape(-1, 2)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.positional_embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.positional_embedding.dtype
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.is_multilingual
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.num_languages
+
+    def embed_audio(self, mel: Tensor) -> Tensor:
+        """Audio features [B, n_audio_ctx, d] of mel windows [B, n_mels, 3000]."""
+        return self.encoder(mel.to(device=self.device, dtype=self.dtype))
+
+    def new_cache(self, audio_features: Tensor, pad_lengths: Tensor | None = None) -> KVCache:
+        cross = [block.cross_attn.keys_values(audio_features) for block in self.decoder.blocks]
+        return KVCache(cross, pad_lengths)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits (float32) of decoder hidden states; the output layer is tied to the embedding."""
+        return (hidden @ self.decoder.token_embedding.weight.to(hidden.dtype).T).float()
+
+    def logits(self, tokens: Tensor, cache: KVCache, positions: Sequence[int] | None = None) -> Tensor:
+        """Feeds `tokens` [B, T] after those already in `cache`; logits [B, T, n_vocab] (float32).
+
+        `positions` picks which of the T new tokens to project onto the vocabulary (the
+        projection is the costliest step on long prompts); None means all.
+        """
+        hidden = self.decoder(tokens.to(self.device), cache)
+        if positions is not None:
+            hidden = hidden[:, list(positions)]
+        return self.project(hidden)
+
+    def alignment_weights(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
+        """Cross-attention weights [B, K, T, n_audio_ctx] of the K alignment heads (float32)."""
+        cache = self.new_cache(audio_features)
+        x, mask = self.decoder.embed(tokens.to(self.device), cache)
+        layers = self.alignment_heads[:, 0].tolist()
+        per_layer: dict[int, Tensor] = {}
+        for layer, block in enumerate(self.decoder.blocks[: max(layers) + 1]):
+            h = block.attn_ln(x)
+            k, v = cache.append(layer, *block.attn.keys_values(h))
+            x = x + block.attn.attend(h, k, v, mask)
+            h = block.cross_attn_ln(x)
+            if layer in layers:
+                per_layer[layer] = block.cross_attn.weights(h, cache.cross[layer][0])
+            x = x + block.cross_attn.attend(h, *cache.cross[layer])
+            x = x + block.mlp(block.mlp_ln(x))
+        return torch.stack([per_layer[layer][:, head] for layer, head in self.alignment_heads.tolist()], dim=1)
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        audio_features = self.embed_audio(mel)
+        return self.logits(tokens, self.new_cache(audio_features))

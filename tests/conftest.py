@@ -1,0 +1,42 @@
+"""Shared fixtures. Models load once per test session: slow tests share them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from benchmarks.data import DATA_DIR, Clip, data_available, load_manifest
+
+# Two cores in CI: tests and the daemons they start share them.
+torch.set_num_threads(int(os.environ.get("WHISPER_STREAMER_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> list[Clip]:
+    """The clips of ../shared/data; tests using them skip with a clear reason when absent."""
+    if not data_available():
+        pytest.skip(f"shared evaluation data not found at {DATA_DIR} (expected ../shared/data beside the checkout)")
+    return load_manifest()
+
+
+@pytest.fixture(scope="session")
+def tiny_en():
+    from model.weights import load_model
+
+    return load_model("tiny.en", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def base_model():
+    from model.weights import load_model
+
+    try:
+        return load_model("base", device="cpu", dtype="float32")
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+
+
+def clip_by_id(clips: list[Clip], clip_id: str) -> Clip:
+    return next(c for c in clips if c.id == clip_id)
