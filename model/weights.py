@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +215,8 @@ def _load_ct2(directories: list[Path], name: str) -> Checkpoint:
         parts = found
     if not parts:
         raise FileNotFoundError(f"no model.bin in {', '.join(map(str, directories))}")
-    data = memoryview(b"".join(p.read_bytes() for p in parts)) if len(parts) > 1 else memoryview(parts[0].read_bytes())
+    # One file is mapped, not read; split files must be joined in memory.
+    data = memoryview(b"".join(p.read_bytes() for p in parts)) if len(parts) > 1 else memoryview(np.memmap(parts[0], np.uint8, "r"))
     dims, sd = _ct2_state_dict(_read_ct2_variables(data))
     config = json.loads((first / "config.json").read_text()) if (first / "config.json").is_file() else {}
     heads = tuple((int(layer), int(head)) for layer, head in config.get("alignment_heads", ()))
@@ -316,6 +319,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@contextmanager
+def _skip_random_init() -> Iterator[None]:
+    """Every weight comes from the checkpoint, so random init would only cost time and
+    resident memory. (The meta device would skip it too, but its first use imports much
+    of torch's compiler stack, which costs more.)"""
+    names = ("uniform_", "normal_", "kaiming_uniform_", "zeros_", "ones_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
+
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -326,12 +345,9 @@ def build_model(checkpoint: Checkpoint, device: str | None = None, dtype: str | 
         raise ValueError(f"dtype must be one of {(*DTYPES, 'int8')}, got {dtype!r}")
     if dtype == "int8" and device != "cpu":
         raise ValueError("dtype int8 (dynamic quantisation) runs on the CPU only")
-    with torch.device("meta"):
+    with _skip_random_init():
         model = Whisper(checkpoint.dims, checkpoint.alignment_heads)
     model.load_state_dict(checkpoint.state_dict, strict=True, assign=True)
-    # Built on the meta device (no memory for weights about to be replaced): the one
-    # buffer that is not in the state dict is made again for real.
-    model.alignment_heads = Whisper.alignment_heads_tensor(checkpoint.dims, checkpoint.alignment_heads)
     model.tokenizer_file = checkpoint.tokenizer_file
     model.name = checkpoint.name
     model.eval().requires_grad_(False)
