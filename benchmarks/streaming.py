@@ -1,0 +1,294 @@
+"""Streaming benchmark: the real daemon, long-form speech replayed at real-time pace.
+
+    python -m benchmarks.streaming [--model tiny.en] [--speed 1] [--json FILE] [-- DAEMON FLAGS...]
+
+Starts `python -m streamer` (port 0), replays every `long` clip with `python -m clients.replay`
+(its `--events` file: one JSON line per server message, `{"t", "sent", "msg"}`), then the
+`nonspeech` clips, and reports against the bars:
+
+- streaming WER of the stable text, beside offline WER (`model.transcribe`) on the same audio:
+  streaming <= offline + 1.5 points;
+- stable latency per utterance: when the stable message holding the utterance's last word
+  arrived, minus when the end of the utterance was sent (median <= 2.0 s, p90 <= 3.5 s);
+  stable words are aligned to reference words on normalised text (difflib);
+- first-partial latency: the first message with text from the utterance, minus when its start
+  was sent (median <= 1.0 s);
+- stable text revised (ids out of order or repeated): 0; text during nonspeech clips: none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.data import Clip, clips_of, long_clip_reference, load_manifest
+from benchmarks.wer import normalize, word_error_rate
+
+BARS = {
+    "wer_margin_points": 1.5,
+    "stable_latency_median_s": 2.0,
+    "stable_latency_p90_s": 3.5,
+    "first_partial_latency_median_s": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float  # seconds since the first audio frame was sent
+    sent: float  # seconds of audio sent by then
+    msg: dict
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    clip: str
+    audio_seconds: float
+    streaming_wer: float
+    offline_wer: float
+    utterances: int
+    utterances_found: int
+    stable_latency: tuple[float, ...]
+    first_partial_latency: tuple[float, ...]
+    stable_revisions: int
+    stable_text: str
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    daemon_args: tuple[str, ...]
+    clips: tuple[ClipReport, ...]
+    streaming_wer: float
+    offline_wer: float
+    stable_latency_median: float
+    stable_latency_p90: float
+    first_partial_latency_median: float
+    stable_revisions: int
+    nonspeech_text: tuple[str, ...]  # "clip: text" for every non-empty message during nonspeech clips
+    passed: dict[str, bool]
+
+
+class Daemon:
+    def __init__(self, args: list[str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line.startswith("listening on ws://"):
+            self.process.kill()
+            raise RuntimeError(f"the daemon did not start (exit {self.process.wait()}): {line!r}")
+        self.url = line.strip().removeprefix("listening on ") + "/v1/stream"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def replay(url: str, clip: Clip, speed: float, workdir: Path) -> list[Event]:
+    events_file = workdir / f"{clip.id}.jsonl"
+    command = [sys.executable, "-m", "clients.replay", str(clip.path), "--url", url, "--speed", str(speed), "--events", str(events_file)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"replay of {clip.id} failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
+    return [Event(float(e["t"]), float(e["sent"]), e["msg"]) for e in map(json.loads, events_file.read_text().splitlines())]
+
+
+def send_time(events: list[Event], speed: float):
+    """Audio position (s) → when it had been sent (s since the first frame), from the replay's log."""
+    pairs = sorted({(e.sent, e.t) for e in events})
+    if len(pairs) < 2:
+        return lambda x: x / speed
+    sent = np.array([p[0] for p in pairs])
+    t = np.array([p[1] for p in pairs])
+
+    def at(position: float) -> float:
+        if position <= sent[0] or position >= sent[-1]:
+            return position / speed + (t[0] - sent[0] / speed if position <= sent[0] else t[-1] - sent[-1] / speed)
+        return float(np.interp(position, sent, t))
+
+    return at
+
+
+def stable_revisions(events: list[Event]) -> int:
+    """Stable messages whose id is not the next one: a repeat or a gap would mean revised text."""
+    ids = [e.msg["id"] for e in events if e.msg.get("type") == "stable"]
+    return sum(1 for i, j in enumerate(ids) if j != i)
+
+
+def score_clip(clip: Clip, events: list[Event], offline_text: str, speed: float) -> ClipReport:
+    texts = {c.id: c.text for c in load_manifest()}
+    reference = long_clip_reference(clip)
+    stables = [e for e in events if e.msg.get("type") == "stable"]
+    stable_text = "".join(e.msg["text"] for e in stables)
+    sent_at = send_time(events, speed)
+
+    # Reference words, each tagged with its utterance; stable words, each with its arrival time.
+    ref_words: list[str] = []
+    ref_utterance: list[int] = []
+    for index, utterance in enumerate(clip.segments):
+        words = normalize(texts[utterance.id]).split()
+        ref_words += words
+        ref_utterance += [index] * len(words)
+    hyp_words: list[str] = []
+    hyp_arrival: list[float] = []
+    for e in stables:
+        words = normalize(e.msg["text"]).split()
+        hyp_words += words
+        hyp_arrival += [e.t] * len(words)
+    matcher = difflib.SequenceMatcher(a=ref_words, b=hyp_words, autojunk=False)
+    arrival_of_ref: dict[int, float] = {}
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            arrival_of_ref[block.a + k] = hyp_arrival[block.b + k]
+
+    stable_latency: list[float] = []
+    first_partial_latency: list[float] = []
+    for index, utterance in enumerate(clip.segments):
+        matched = [i for i, u in enumerate(ref_utterance) if u == index and i in arrival_of_ref]
+        if matched:
+            stable_latency.append(arrival_of_ref[max(matched)] - sent_at(utterance.end_s))
+        first = next((e for e in events if _has_text_within(e.msg, utterance.start_s, utterance.end_s)), None)
+        if first is not None:
+            first_partial_latency.append(first.t - sent_at(utterance.start_s))
+    return ClipReport(
+        clip=clip.id,
+        audio_seconds=clip.duration_s,
+        streaming_wer=word_error_rate([reference], [stable_text]),
+        offline_wer=word_error_rate([reference], [offline_text]),
+        utterances=len(clip.segments),
+        utterances_found=len(stable_latency),
+        stable_latency=tuple(round(x, 3) for x in stable_latency),
+        first_partial_latency=tuple(round(x, 3) for x in first_partial_latency),
+        stable_revisions=stable_revisions(events),
+        stable_text=stable_text.strip(),
+    )
+
+
+def _has_text_within(msg: dict, start: float, end: float) -> bool:
+    """A partial or stable message with a word of [start, end] (word times when present)."""
+    if msg.get("type") not in ("partial", "stable") or not msg.get("text", "").strip():
+        return False
+    spans = [(w["start"], w["end"]) for w in msg.get("words", [])] or [(msg["start"], msg["end"])]
+    return any(s < end and e > start + 0.05 for s, e in spans)
+
+
+def offline_transcripts(model_name: str, clips: list[Clip]) -> dict[str, str]:
+    import torch
+
+    from model.audio import load_audio
+    from model.transcribe import transcribe
+    from model.weights import load_model
+
+    torch.set_num_threads(2)
+    model = load_model(model_name)
+    return {clip.id: transcribe(model, load_audio(clip.path)).text for clip in clips}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run(model: str, speed: float, daemon_args: list[str]) -> Report:
+    long_clips = clips_of("long")
+    nonspeech = clips_of("nonspeech")
+    args = ["--config", "config.toml", "--port", "0", "--model", model, *daemon_args]
+    daemon = Daemon(args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+            workdir = Path(tmp)
+            replays = {}
+            for clip in long_clips:
+                began = time.perf_counter()
+                replays[clip.id] = replay(daemon.url, clip, speed, workdir)
+                print(f"replayed {clip.id} ({clip.duration_s:.0f} s) in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+            noise_text = []
+            for clip in nonspeech:
+                for e in replay(daemon.url, clip, speed, workdir):
+                    if e.msg.get("type") in ("partial", "stable") and e.msg.get("text", "").strip():
+                        noise_text.append(f"{clip.id}: {e.msg['text'].strip()}")
+    finally:
+        daemon.stop()
+    offline = offline_transcripts(model, long_clips)
+    reports = tuple(score_clip(c, replays[c.id], offline[c.id], speed) for c in long_clips)
+    references = [long_clip_reference(c) for c in long_clips]
+    streaming_wer = word_error_rate(references, [r.stable_text for r in reports])
+    offline_wer = word_error_rate(references, [offline[c.id] for c in long_clips])
+    stable = [x for r in reports for x in r.stable_latency]
+    first = [x for r in reports for x in r.first_partial_latency]
+    revisions = sum(r.stable_revisions for r in reports)
+    passed = {
+        "wer": streaming_wer <= offline_wer + BARS["wer_margin_points"] / 100,
+        "stable_latency_median": percentile(stable, 50) <= BARS["stable_latency_median_s"],
+        "stable_latency_p90": percentile(stable, 90) <= BARS["stable_latency_p90_s"],
+        "first_partial_latency_median": percentile(first, 50) <= BARS["first_partial_latency_median_s"],
+        "no_stable_revised": revisions == 0,
+        "no_text_in_nonspeech": not noise_text,
+        "every_utterance_found": all(r.utterances_found == r.utterances for r in reports),
+    }
+    return Report(
+        model=model,
+        daemon_args=tuple(args),
+        clips=reports,
+        streaming_wer=streaming_wer,
+        offline_wer=offline_wer,
+        stable_latency_median=percentile(stable, 50),
+        stable_latency_p90=percentile(stable, 90),
+        first_partial_latency_median=percentile(first, 50),
+        stable_revisions=revisions,
+        nonspeech_text=tuple(noise_text),
+        passed=passed,
+    )
+
+
+def print_report(report: Report) -> None:
+    ok = lambda flag: "ok" if flag else "FAIL"  # noqa: E731
+    print(f"streaming benchmark: {report.model}, daemon {' '.join(report.daemon_args)}")
+    print()
+    print(f"{'clip':<26} {'audio s':>8} {'stream WER':>11} {'offline WER':>12} {'stable p50':>11} {'stable p90':>11} {'1st partial p50':>16} {'found':>7}")
+    for r in report.clips:
+        print(
+            f"{r.clip:<26} {r.audio_seconds:>8.1f} {r.streaming_wer:>10.2%} {r.offline_wer:>12.2%} "
+            f"{percentile(list(r.stable_latency), 50):>10.2f}s {percentile(list(r.stable_latency), 90):>10.2f}s "
+            f"{percentile(list(r.first_partial_latency), 50):>15.2f}s {r.utterances_found:>3}/{r.utterances:<3}"
+        )
+    print()
+    p = report.passed
+    print(f"{'metric':<34} {'value':>10} {'bar':>16}  result")
+    print(f"{'streaming WER (all long clips)':<34} {report.streaming_wer:>9.2%} {'<= offline+1.5':>16}  {ok(p['wer'])}")
+    print(f"{'offline WER (model.transcribe)':<34} {report.offline_wer:>9.2%} {'':>16}")
+    print(f"{'stable latency median':<34} {report.stable_latency_median:>9.2f}s {'<= 2.0 s':>16}  {ok(p['stable_latency_median'])}")
+    print(f"{'stable latency p90':<34} {report.stable_latency_p90:>9.2f}s {'<= 3.5 s':>16}  {ok(p['stable_latency_p90'])}")
+    print(f"{'first-partial latency median':<34} {report.first_partial_latency_median:>9.2f}s {'<= 1.0 s':>16}  {ok(p['first_partial_latency_median'])}")
+    print(f"{'stable text revised':<34} {report.stable_revisions:>10} {'0':>16}  {ok(p['no_stable_revised'])}")
+    print(f"{'text during nonspeech clips':<34} {len(report.nonspeech_text):>10} {'none':>16}  {ok(p['no_text_in_nonspeech'])}")
+    for line in report.nonspeech_text:
+        print(f"    {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time, as the bars assume)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("daemon_args", nargs="*", help="extra daemon flags, after --")
+    args = parser.parse_args(argv)
+    report = run(args.model, args.speed, args.daemon_args)
+    print_report(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0 if all(report.passed.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

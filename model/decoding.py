@@ -1,0 +1,531 @@
+"""Decoding 30-second windows into tokens: Whisper's search strategies and logit rules.
+
+Modelled on openai/whisper's decoding.py, with explicit key/value caches: a batch of windows
+(each row with its own prompt, rows left-padded to one length) is decoded together; rows
+that finish leave the batch so they cost nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.audio import CHUNK_LENGTH
+from model.tokenizer import TASKS, Tokenizer, get_tokenizer, normalize_language
+from model.whisper import Whisper
+
+TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 audio positions)
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    task: str = "transcribe"
+    language: str | None = None  # None: detected per row (multilingual models); English-only: en
+    temperature: float = 0.0  # 0: greedy (or beam search); > 0: sampling
+    sample_len: int | None = None  # most tokens to sample; None: n_text_ctx // 2
+    best_of: int | None = None  # independent samples per row at temperature > 0
+    beam_size: int | None = None
+    patience: float | None = None  # beam search stops after beam_size * patience finished sequences
+    length_penalty: float | None = None  # None: rank by sum logprob / length; else Google NMT's alpha
+    prompt: str | tuple[int, ...] | None = None  # previous text, after <|startofprev|>
+    prefix: str | tuple[int, ...] | None = None  # forced start of this window's text
+    suppress_tokens: str | tuple[int, ...] | None = "-1"  # "-1": the tokenizer's non-speech symbols
+    suppress_blank: bool = True  # no blank or EOT as the first token
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0  # seconds
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        object.__setattr__(self, "language", normalize_language(self.language))
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.sample_len is not None and self.sample_len < 1:
+            raise ValueError(f"sample_len must be >= 1, got {self.sample_len}")
+        if self.beam_size is not None and self.best_of is not None:
+            raise ValueError("beam_size and best_of can't be given together")
+        if self.temperature == 0 and self.best_of is not None:
+            raise ValueError("best_of with greedy sampling (temperature 0) is not compatible")
+        for name in ("beam_size", "best_of"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.patience is not None and self.beam_size is None:
+            raise ValueError("patience requires beam_size to be given")
+        if self.patience is not None and self.patience <= 0:
+            raise ValueError(f"patience must be > 0, got {self.patience}")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise ValueError(f"length_penalty must be within [0, 1], got {self.length_penalty}")
+        if self.max_initial_timestamp is not None and self.max_initial_timestamp < 0:
+            raise ValueError(f"max_initial_timestamp must be >= 0, got {self.max_initial_timestamp}")
+        for name in ("prompt", "prefix"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, tuple(int(t) for t in value))
+        suppress = self.suppress_tokens
+        if isinstance(suppress, str):
+            suppress = tuple(int(t) for t in suppress.split(",") if t.strip())
+        elif suppress is not None:
+            suppress = tuple(int(t) for t in suppress)
+        if suppress is not None and any(t < -1 for t in suppress):
+            raise ValueError(f"suppress_tokens must be token ids or -1, got {self.suppress_tokens!r}")
+        object.__setattr__(self, "suppress_tokens", suppress)
+
+
+@dataclass(frozen=True)
+class DecodingResult:
+    language: str
+    tokens: tuple[int, ...]  # sampled text and timestamp tokens, without EOT
+    text: str
+    avg_logprob: float
+    sum_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    language_probs: dict[str, float] | None = None  # when the language was detected here
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: high values mean repetitive (looping) output."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def model_tokenizer(model: Whisper, language: str | None = None, task: str | None = None) -> Tokenizer:
+    if model.tokenizer_file is None:
+        raise ValueError(f"model {model.name} has no tokenizer file")
+    return get_tokenizer(
+        model.tokenizer_file,
+        multilingual=model.is_multilingual,
+        num_languages=model.num_languages,
+        language=language,
+        task=task,
+    )
+
+
+# ---------------------------------------------------------------- language detection
+
+
+def detect_language(model: Whisper, audio_features: Tensor, tokenizer: Tokenizer) -> tuple[Tensor, list[dict[str, float]]]:
+    """The most likely language token of each row [B], and every language's probability."""
+    if not model.is_multilingual:
+        raise ValueError(f"{model.name} is an English-only model: it has no language detection")
+    rows = audio_features.shape[0]
+    cache = model.new_cache(audio_features)
+    logits = model.logits(torch.full((rows, 1), tokenizer.sot, device=model.device), cache)[:, 0]
+    language_tokens = torch.tensor(tokenizer.all_language_tokens, device=logits.device)
+    probs = logits.index_select(1, language_tokens).softmax(dim=-1)
+    best = language_tokens[probs.argmax(dim=-1)]
+    codes = tokenizer.all_language_codes
+    return best, [dict(zip(codes, row)) for row in probs.tolist()]
+
+
+# ---------------------------------------------------------------- logit filters
+
+
+class LogitFilter(Protocol):
+    def apply(self, logits: Tensor, sampled: Tensor) -> None:
+        """Masks `logits` [N, V] in place given the tokens sampled so far [N, L]."""
+
+
+class SuppressBlank:
+    """No blank and no EOT as the first sampled token."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokens = [*tokenizer.encode(" "), tokenizer.eot]
+
+    def apply(self, logits: Tensor, sampled: Tensor) -> None:
+        if sampled.shape[1] == 0:
+            logits[:, self.tokens] = -math.inf
+
+
+class SuppressTokens:
+    def __init__(self, tokens: Sequence[int]) -> None:
+        self.tokens = torch.tensor(sorted(set(tokens)), dtype=torch.long)
+
+    def apply(self, logits: Tensor, sampled: Tensor) -> None:
+        if self.tokens.device != logits.device:
+            self.tokens = self.tokens.to(logits.device)
+        logits.index_fill_(1, self.tokens, -math.inf)
+
+
+class ApplyTimestampRules:
+    """Whisper's timestamp grammar, vectorised over rows.
+
+    Timestamps come in pairs (a segment's end, then the next one's start) except the first
+    and the last; they never decrease and a segment has a nonzero length; the first token is
+    a timestamp no later than `max_initial_timestamp`; and when the timestamps together are
+    more probable than any single text token, a timestamp is taken.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_initial_timestamp_index: int | None) -> None:
+        self.eot = tokenizer.eot
+        self.no_timestamps = tokenizer.no_timestamps
+        self.timestamp_begin = tokenizer.timestamp_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+        self._vocab: Tensor | None = None
+
+    def apply(self, logits: Tensor, sampled: Tensor) -> None:
+        begin = self.timestamp_begin
+        logits[:, self.no_timestamps] = -math.inf
+        if sampled.shape[1] == 0:
+            logits[:, :begin] = -math.inf
+            if self.max_initial_timestamp_index is not None:
+                logits[:, begin + self.max_initial_timestamp_index + 1 :] = -math.inf
+        else:
+            if self._vocab is None or self._vocab.shape[0] != logits.shape[1] or self._vocab.device != logits.device:
+                self._vocab = torch.arange(logits.shape[1], device=logits.device)
+            vocab = self._vocab[None]
+            is_timestamp = sampled >= begin
+            last = is_timestamp[:, -1]
+            penultimate = is_timestamp[:, -2] if sampled.shape[1] >= 2 else torch.ones_like(last)
+            # After a pair (or the opening timestamp) comes text; after text and a timestamp,
+            # another timestamp or EOT.
+            forbidden = (last & penultimate)[:, None] & (vocab >= begin)
+            forbidden |= (last & ~penultimate)[:, None] & (vocab < self.eot)
+            # Timestamps are monotonic, so the last one is the largest.
+            last_timestamp = torch.where(is_timestamp, sampled, -1).amax(dim=1)
+            closing = last & ~penultimate
+            lowest_allowed = torch.where(closing, last_timestamp, last_timestamp + 1)
+            forbidden |= ((last_timestamp >= 0)[:, None]) & (vocab >= begin) & (vocab < lowest_allowed[:, None])
+            logits.masked_fill_(forbidden, -math.inf)
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        timestamp_logprob = logprobs[:, begin:].logsumexp(dim=-1)
+        max_text_logprob = logprobs[:, :begin].amax(dim=-1)
+        logits[:, :begin].masked_fill_((timestamp_logprob > max_text_logprob)[:, None], -math.inf)
+
+
+# ---------------------------------------------------------------- search strategies
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a strategy decided for one step: which rows go on (None: all, in order), their
+    next tokens, and their running sum of log probabilities."""
+
+    source: Tensor | None
+    tokens: Tensor
+    sum_logprobs: Tensor
+
+
+Candidate = tuple[tuple[int, ...], float]  # sampled tokens without EOT, sum logprob
+
+
+class SearchStrategy(Protocol):
+    rows_per_audio: int
+
+    def step(self, sampled: Tensor, logits: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> Step: ...
+
+    def finished(self) -> list[list[Candidate]]:
+        """Candidates of each audio so far (rows still running are added by `finalize`)."""
+
+    def is_done(self, audio: int) -> bool: ...
+
+    def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]: ...
+
+
+class SamplingStrategy:
+    """Greedy (temperature 0) or sampling; `rows_per_audio` independent samples per audio."""
+
+    def __init__(self, temperature: float, eot: int, n_audio: int, rows_per_audio: int) -> None:
+        self.temperature = temperature
+        self.eot = eot
+        self.rows_per_audio = rows_per_audio
+        self._finished: list[list[Candidate]] = [[] for _ in range(n_audio)]
+
+    def step(self, sampled: Tensor, logits: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> Step:
+        if self.temperature == 0:
+            tokens = logits.argmax(dim=-1)
+        else:
+            tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        sum_logprobs = sum_logprobs + logprobs.gather(1, tokens[:, None])[:, 0]
+        ended = tokens == self.eot
+        if not bool(ended.any()):
+            return Step(None, tokens, sum_logprobs)
+        ended_rows = ended.nonzero()[:, 0].tolist()
+        scores = sum_logprobs[ended_rows].tolist()
+        for row, score in zip(ended_rows, scores):
+            self._finished[row_audio[row]].append((tuple(sampled[row].tolist()), score))
+        keep = (~ended).nonzero()[:, 0]
+        return Step(keep, tokens[keep], sum_logprobs[keep])
+
+    def finished(self) -> list[list[Candidate]]:
+        return self._finished
+
+    def is_done(self, audio: int) -> bool:
+        return len(self._finished[audio]) >= self.rows_per_audio
+
+    def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]:
+        for row, (tokens, score) in enumerate(zip(sampled.tolist(), sum_logprobs.tolist())):
+            self._finished[row_audio[row]].append((tuple(tokens), score))
+        return self._finished
+
+
+class BeamSearchStrategy:
+    """Beam search as in openai/whisper: each audio keeps `beam_size` running sequences and
+    stops when it has `beam_size * patience` finished ones."""
+
+    def __init__(self, beam_size: int, eot: int, n_audio: int, patience: float | None) -> None:
+        self.rows_per_audio = beam_size
+        self.eot = eot
+        self.max_candidates = max(1, round(beam_size * (patience or 1.0)))
+        self._finished: list[dict[tuple[int, ...], float]] = [{} for _ in range(n_audio)]
+
+    def step(self, sampled: Tensor, logits: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> Step:
+        beam = self.rows_per_audio
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        top_logprobs, top_tokens = logprobs.topk(beam + 1, dim=-1)
+        scores = (sum_logprobs[:, None] + top_logprobs).tolist()
+        top_tokens = top_tokens.tolist()
+        prefixes = [tuple(row) for row in sampled.tolist()]
+        rows_of: dict[int, list[int]] = {}
+        for row, audio in enumerate(row_audio):
+            rows_of.setdefault(audio, []).append(row)
+        source: list[int] = []
+        next_tokens: list[int] = []
+        next_sums: list[float] = []
+        for audio, rows in rows_of.items():
+            # Rows of one audio start identical: keying by sequence keeps one copy of each.
+            candidates: dict[tuple[int, ...], tuple[float, int]] = {}
+            for row in rows:
+                for score, token in zip(scores[row], top_tokens[row]):
+                    candidates[(*prefixes[row], token)] = (score, row)
+            ended: dict[tuple[int, ...], float] = {}
+            kept = 0
+            kept_at = len(source)
+            for sequence in sorted(candidates, key=lambda s: candidates[s][0], reverse=True):
+                score, row = candidates[sequence]
+                if sequence[-1] == self.eot:
+                    ended[sequence[:-1]] = score
+                    continue
+                source.append(row)
+                next_tokens.append(sequence[-1])
+                next_sums.append(score)
+                kept += 1
+                if kept == beam:
+                    break
+            done = self._finished[audio]
+            for sequence in sorted(ended, key=ended.get, reverse=True):
+                if len(done) >= self.max_candidates:
+                    break
+                done[sequence] = ended[sequence]
+            if len(done) >= self.max_candidates:  # this audio is complete: its rows leave
+                del source[kept_at:], next_tokens[kept_at:], next_sums[kept_at:]
+        device = logits.device
+        return Step(
+            torch.tensor(source, dtype=torch.long, device=device),
+            torch.tensor(next_tokens, dtype=torch.long, device=device),
+            torch.tensor(next_sums, dtype=sum_logprobs.dtype, device=device),
+        )
+
+    def finished(self) -> list[list[Candidate]]:
+        return [list(done.items()) for done in self._finished]
+
+    def is_done(self, audio: int) -> bool:
+        return len(self._finished[audio]) >= self.max_candidates
+
+    def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]:
+        # Audios short of finished sequences take their best running ones.
+        running = sorted(zip(sum_logprobs.tolist(), range(len(row_audio))), reverse=True)
+        rows = sampled.tolist()
+        for score, row in running:
+            done = self._finished[row_audio[row]]
+            if len(done) < self.rows_per_audio:
+                done.setdefault(tuple(rows[row]), score)
+        return self.finished()
+
+
+class MaximumLikelihoodRanker:
+    """Picks the candidate with the best length-normalised sum logprob."""
+
+    def __init__(self, length_penalty: float | None) -> None:
+        self.length_penalty = length_penalty
+
+    def best(self, candidates: Sequence[Candidate]) -> Candidate:
+        def score(candidate: Candidate) -> float:
+            length = len(candidate[0])
+            if self.length_penalty is None:
+                penalty = max(length, 1)
+            else:  # Google NMT's penalty, https://arxiv.org/abs/1609.08144
+                penalty = ((5 + length) / 6) ** self.length_penalty
+            return candidate[1] / penalty
+
+        return max(candidates, key=score)
+
+
+# ---------------------------------------------------------------- decoding a batch
+
+
+def suppressed_tokens(options: DecodingOptions, tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The tokens never sampled: `options.suppress_tokens` and the special tokens."""
+    tokens = set(options.suppress_tokens or ())
+    if -1 in tokens:
+        tokens.discard(-1)
+        tokens.update(tokenizer.non_speech_tokens)
+    tokens.update((tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm, tokenizer.no_speech))
+    return tuple(sorted(tokens))
+
+
+def _text_tokens(value: str | Sequence[int] | None, tokenizer: Tokenizer) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return tokenizer.encode(" " + value.strip()) if value.strip() else []
+    return list(value)
+
+
+def decode(
+    model: Whisper,
+    mel: Tensor,
+    options: DecodingOptions = DecodingOptions(),
+    prompts: Sequence[Sequence[int]] | None = None,
+) -> list[DecodingResult]:
+    """Decodes mel windows [B, n_mels, 3000] (or one window [n_mels, 3000]), one result per row.
+
+    `prompts` gives each row its own previous-text tokens (instead of `options.prompt`).
+    """
+    if mel.ndim == 2:
+        mel = mel[None]
+    with torch.inference_mode():
+        return decode_features(model, model.embed_audio(mel), options, prompts)
+
+
+def decode_features(
+    model: Whisper,
+    audio_features: Tensor,
+    options: DecodingOptions,
+    prompts: Sequence[Sequence[int]] | None = None,
+    languages: Sequence[str] | None = None,
+) -> list[DecodingResult]:
+    """Decodes encoded windows [B, n_audio_ctx, d]; `languages` (one per row) overrides
+    `options.language` and detection."""
+    n_audio = audio_features.shape[0]
+    if prompts is not None and len(prompts) != n_audio:
+        raise ValueError(f"{len(prompts)} prompts for {n_audio} windows")
+    if prompts is not None and options.prompt is not None:
+        raise ValueError("give either options.prompt or per-row prompts, not both")
+    language_probs: list[dict[str, float]] | None = None
+    if languages is None:
+        if options.language is None and model.is_multilingual:
+            _, language_probs = detect_language(model, audio_features, model_tokenizer(model))
+            languages = [max(p, key=p.get) for p in language_probs]
+        else:
+            languages = [options.language or "en"] * n_audio
+    elif len(languages) != n_audio:
+        raise ValueError(f"{len(languages)} languages for {n_audio} windows")
+
+    # Rows differ only in their language token and prompt; the rules depend on neither.
+    tokenizers = [model_tokenizer(model, language, options.task) for language in languages]
+    tokenizer = tokenizers[0]
+    n_ctx = model.dims.n_text_ctx
+    sample_len = options.sample_len or n_ctx // 2
+    suffix = [] if not options.without_timestamps else [tokenizer.no_timestamps]
+    suffix += _text_tokens(options.prefix, tokenizer)
+    row_prompts = prompts if prompts is not None else [_text_tokens(options.prompt, tokenizer)] * n_audio
+    rows = []
+    for row_tokenizer, prompt in zip(tokenizers, row_prompts):
+        head = [tokenizer.sot_prev, *list(prompt)[-(n_ctx // 2 - 1) :]] if len(prompt) else []
+        rows.append(head + list(row_tokenizer.sot_sequence) + suffix)
+    length = max(map(len, rows))
+    pad_lengths = [length - len(row) for row in rows]
+    device = model.device
+    tokens = torch.tensor([[tokenizer.eot] * pad + row for pad, row in zip(pad_lengths, rows)], device=device)
+    sot_index = length - len(tokenizer.sot_sequence) - len(suffix)
+    sample_begin = length
+
+    filters: list[LogitFilter] = []
+    if options.suppress_blank:
+        filters.append(SuppressBlank(tokenizer))
+    filters.append(SuppressTokens(suppressed_tokens(options, tokenizer)))
+    if not options.without_timestamps:
+        max_initial = None
+        if options.max_initial_timestamp is not None:
+            max_initial = round(options.max_initial_timestamp / (CHUNK_LENGTH / model.dims.n_audio_ctx))
+        filters.append(ApplyTimestampRules(tokenizer, max_initial))
+
+    strategy: SearchStrategy
+    if options.beam_size is not None:
+        strategy = BeamSearchStrategy(options.beam_size, tokenizer.eot, n_audio, options.patience)
+    else:
+        per_audio = options.best_of if options.temperature > 0 and options.best_of else 1
+        strategy = SamplingStrategy(options.temperature, tokenizer.eot, n_audio, per_audio)
+
+    cache = model.new_cache(audio_features, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
+    first = model.logits(tokens, cache, positions=[sot_index, length - 1])
+    no_speech_probs = first[:, 0].softmax(dim=-1)[:, tokenizer.no_speech].tolist()
+    logits = first[:, 1]
+    row_audio = list(range(n_audio))
+    if strategy.rows_per_audio > 1:
+        repeat = torch.arange(n_audio, device=device).repeat_interleave(strategy.rows_per_audio)
+        cache.reorder(repeat)
+        tokens, logits, row_audio = tokens[repeat], logits[repeat], repeat.tolist()
+    sum_logprobs = torch.zeros(tokens.shape[0], device=device)
+    candidates = _search(model, cache, tokens, logits, sum_logprobs, row_audio, filters, strategy, sample_begin, sample_len)
+
+    ranker = MaximumLikelihoodRanker(options.length_penalty)
+    results = []
+    for audio, audio_candidates in enumerate(candidates):
+        sampled, sum_logprob = ranker.best(audio_candidates)
+        row_tokenizer = tokenizers[audio]
+        text = row_tokenizer.decode(sampled).strip()
+        results.append(
+            DecodingResult(
+                language=languages[audio],
+                tokens=sampled,
+                text=text,
+                avg_logprob=sum_logprob / (len(sampled) + 1),
+                sum_logprob=sum_logprob,
+                no_speech_prob=no_speech_probs[audio],
+                temperature=options.temperature,
+                compression_ratio=compression_ratio(text),
+                language_probs=language_probs[audio] if language_probs is not None else None,
+            )
+        )
+    return results
+
+
+def _search(
+    model: Whisper,
+    cache,
+    tokens: Tensor,
+    logits: Tensor,
+    sum_logprobs: Tensor,
+    row_audio: list[int],
+    filters: Sequence[LogitFilter],
+    strategy: SearchStrategy,
+    sample_begin: int,
+    sample_len: int,
+) -> list[list[Candidate]]:
+    """The token-by-token loop: filter, choose, drop finished rows, feed the next tokens."""
+    n_ctx = model.dims.n_text_ctx
+    for _ in range(sample_len):
+        sampled = tokens[:, sample_begin:]
+        for logit_filter in filters:
+            logit_filter.apply(logits, sampled)
+        step = strategy.step(sampled, logits, sum_logprobs, row_audio)
+        if step.source is not None:
+            source = step.source
+            row_audio = [row_audio[i] for i in source.tolist()]
+            keep = [i for i, audio in enumerate(row_audio) if not strategy.is_done(audio)]
+            if len(keep) < len(row_audio):
+                keep_index = torch.tensor(keep, dtype=torch.long, device=source.device)
+                source, row_audio = source[keep_index], [row_audio[i] for i in keep]
+                step = Step(source, step.tokens[keep_index], step.sum_logprobs[keep_index])
+            tokens = tokens[source]
+            if len(row_audio) == 0:
+                return strategy.finished()
+            cache.reorder(source)
+        tokens = torch.cat([tokens, step.tokens[:, None]], dim=1)
+        sum_logprobs = step.sum_logprobs
+        if tokens.shape[1] > n_ctx:
+            break
+        logits = model.logits(tokens[:, -1:], cache)[:, -1]
+    return strategy.finalize(tokens[:, sample_begin:], sum_logprobs, row_audio)

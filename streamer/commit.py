@@ -1,0 +1,92 @@
+"""When hypothesis text becomes stable: the commit policy interface, LocalAgreement-2, and loop guards.
+
+A policy sees successive hypotheses of the uncommitted audio of one stream (words in stream
+time, the committed prefix already removed) and says how many leading words to commit. Committed
+words are never revisited, so stable text is never revised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from .tick import Word
+
+_PUNCTUATION = re.compile(r"[^\w']+")
+
+
+def word_key(word: Word) -> str:
+    """How two hypotheses' words are compared: case and punctuation do not count."""
+    return _PUNCTUATION.sub("", word.text.lower())
+
+
+class CommitPolicy(Protocol):
+    def decide(self, words: Sequence[Word], *, final: bool) -> int:
+        """How many leading `words` to commit now; `final` asks for all of them."""
+        ...
+
+    def reset(self) -> None:
+        """Forgets earlier hypotheses (after a loop, or when the buffer was cleared)."""
+        ...
+
+
+class LocalAgreement:
+    """LocalAgreement-n (Macháček et al., whisper_streaming) at word level.
+
+    The longest common prefix of the last `n` hypotheses is committed. With n=2, a word is
+    stable once two consecutive decodes, the second one seeing more audio, agree on it.
+    """
+
+    def __init__(self, n: int = 2) -> None:
+        if n < 2:
+            raise ValueError(f"LocalAgreement needs n >= 2, got {n}")
+        self._n = n
+        self._history: list[list[str]] = []
+
+    def decide(self, words: Sequence[Word], *, final: bool) -> int:
+        keys = [word_key(w) for w in words]
+        if final:
+            count = len(words)
+        else:
+            count = 0
+            if len(self._history) == self._n - 1:
+                count = len(keys)
+                for earlier in self._history:
+                    count = min(count, _common_prefix(earlier, keys))
+        # What is left after the commit is the next decode's prefix to agree with.
+        self._history = [] if final else ([h[count:] for h in self._history] + [keys[count:]])[-(self._n - 1) :]
+        return count
+
+    def reset(self) -> None:
+        self._history = []
+
+
+def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
+    count = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+def find_repetition_loop(words: Sequence[Word], *, max_ngram: int = 8) -> int | None:
+    """Index of the first word of a repetition loop's second occurrence, or None.
+
+    A loop is an n-gram repeated back to back: 4 times for n <= 2 (people do say "no, no, no"),
+    3 times for longer n-grams. The first occurrence is kept; the repeats are the hallucination.
+    """
+    keys = [word_key(w) for w in words]
+    best: int | None = None
+    for n in range(1, max_ngram + 1):
+        repeats = 4 if n <= 2 else 3
+        for i in range(0, len(keys) - n * repeats + 1):
+            gram = keys[i : i + n]
+            if not any(gram):
+                continue
+            if all(keys[i + k * n : i + (k + 1) * n] == gram for k in range(1, repeats)):
+                if best is None or i + n < best:
+                    best = i + n
+                break
+    return best

@@ -1,0 +1,222 @@
+"""The daemon's settings: one frozen dataclass tree, read from TOML, every key overridable by a flag.
+
+`load_config(path, argv)` is the single entry point. Flags are generated from the dataclass
+fields, so a new field is at once a TOML key and a command-line flag:
+`[stream] tick_interval = 0.3` ⇔ `--stream.tick-interval 0.3` ⇔ `--tick-interval 0.3` (the short
+form exists when the field name is unique across sections). Validation lives in each section's
+`__post_init__`, so a bad value from the file or from a flag fails the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
+
+
+class ConfigError(ValueError):
+    """The configuration file or a flag holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Frames above this get error 4413; websockets itself drops frames above twice this (1009).
+    max_frame_bytes: int = 1 << 20
+    max_streams: int = 16
+    static_dir: str = ""  # empty: the package's streamer/static
+    shutdown_timeout: float = 10.0  # seconds to finalise streams on SIGTERM before closing anyway
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
+        _check(self.max_frame_bytes >= 1024, f"server.max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
+        _check(self.max_streams >= 1, f"server.max_streams must be >= 1, got {self.max_streams}")
+        _check(self.shutdown_timeout > 0, f"server.shutdown_timeout must be > 0, got {self.shutdown_timeout}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = "tiny.en"  # a name load_model knows, or a path
+    device: str = "auto"  # auto: cuda when present, else cpu
+    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    threads: int = 0  # torch intra-op threads of the worker; 0 keeps torch's default
+    beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
+    max_batch: int = 8  # streams decoded together in one worker step
+    temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model.model must not be empty")
+        _check(self.device in DEVICES, f"model.device must be one of {DEVICES}, got {self.device!r}")
+        _check(self.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _check(self.threads >= 0, f"model.threads must be >= 0, got {self.threads}")
+        _check(self.beam_size >= 1, f"model.beam_size must be >= 1, got {self.beam_size}")
+        _check(self.max_batch >= 1, f"model.max_batch must be >= 1, got {self.max_batch}")
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    aggressiveness: int = 2  # webrtcvad 0 (least) .. 3 (most eager to call audio non-speech)
+    speech_start: float = 0.15  # seconds of mostly-voiced audio before speech starts
+    preroll: float = 0.3  # seconds kept before the detected speech start (onsets are soft)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.aggressiveness <= 3, f"vad.aggressiveness must be 0..3, got {self.aggressiveness}")
+        _check(0.03 <= self.speech_start <= 2.0, f"vad.speech_start must be in 0.03..2 s, got {self.speech_start}")
+        _check(0.0 <= self.preroll <= 2.0, f"vad.preroll must be in 0..2 s, got {self.preroll}")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    tick_interval: float = 0.5  # least seconds of new audio between two decodes of one stream
+    first_tick: float = 0.3  # seconds of speech before an utterance's first decode
+    endpoint_silence: float = 0.5  # silence after speech that commits everything pending
+    max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
+    max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
+    prompt_chars: int = 200  # committed text given back to the decoder as the previous context
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+
+    def __post_init__(self) -> None:
+        _check(0.05 <= self.tick_interval <= 10.0, f"stream.tick_interval must be in 0.05..10 s, got {self.tick_interval}")
+        _check(0.05 <= self.first_tick <= 10.0, f"stream.first_tick must be in 0.05..10 s, got {self.first_tick}")
+        _check(0.1 <= self.endpoint_silence <= 10.0, f"stream.endpoint_silence must be in 0.1..10 s, got {self.endpoint_silence}")
+        _check(2.0 <= self.max_buffer <= 29.0, f"stream.max_buffer must be in 2..29 s, got {self.max_buffer}")
+        _check(self.max_session_seconds > 0, f"stream.max_session_seconds must be > 0, got {self.max_session_seconds}")
+        _check(self.prompt_chars >= 0, f"stream.prompt_chars must be >= 0, got {self.prompt_chars}")
+        _check(0.0 <= self.no_speech_threshold <= 1.0, f"stream.no_speech_threshold must be in 0..1, got {self.no_speech_threshold}")
+        _check(self.compression_ratio_threshold > 1.0, "stream.compression_ratio_threshold must be > 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _scalar_type(section: type, name: str) -> type:
+    hint = typing.get_type_hints(section)[name]
+    if isinstance(hint, types.UnionType):  # not used today; keeps flags honest if one appears
+        raise TypeError(f"{section.__name__}.{name}: union types are not supported as flags")
+    return hint
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    # TOML gives ints for floats written without a dot ("port = 0", "tick_interval = 1").
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected a boolean, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def config_from_mapping(data: dict[str, Any]) -> Config:
+    """Builds a `Config` from a TOML-shaped mapping; unknown sections or keys are errors."""
+    sections = _sections()
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    built = {}
+    for name, section in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        known = {f.name for f in dataclasses.fields(section)}
+        bad = set(values) - known
+        if bad:
+            raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
+        kwargs = {k: _coerce(v, _scalar_type(section, k), f"{name}.{k}") for k, v in values.items()}
+        built[name] = section(**kwargs)
+    return Config(**built)
+
+
+def _flag_names() -> dict[tuple[str, str], list[str]]:
+    """(section, field) → its flags: always `--section.field-name`, plus `--field-name` when unique."""
+    counts: dict[str, int] = {}
+    for section in _sections().values():
+        for f in dataclasses.fields(section):
+            counts[f.name] = counts.get(f.name, 0) + 1
+    flags = {}
+    for section_name, section in _sections().items():
+        for f in dataclasses.fields(section):
+            dashed = f.name.replace("_", "-")
+            names = [f"--{section_name}.{dashed}"]
+            if counts[f.name] == 1:
+                names.append(f"--{dashed}")
+            flags[(section_name, f.name)] = names
+    return flags
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer",
+        description="whisper-streamer: real-time speech transcription over WebSocket (protocol v1).",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="TOML file (see config.toml)")
+    for (section_name, name), names in _flag_names().items():
+        section = _sections()[section_name]
+        kind = _scalar_type(section, name)
+        default = next(f for f in dataclasses.fields(section) if f.name == name)
+        shown = default.default
+        parser.add_argument(
+            *names,
+            dest=f"{section_name}.{name}",
+            type=str if kind is bool else kind,
+            default=None,
+            metavar=kind.__name__.upper(),
+            help=f"[{section_name}] {name} (default {shown!r})",
+        )
+    return parser
+
+
+def load_config(path: Path | None = None, argv: Sequence[str] = ()) -> Config:
+    """Reads `path` (or the `--config` flag in `argv`), then applies every flag in `argv` on top."""
+    args = build_arg_parser().parse_args(list(argv))
+    path = args.config if args.config is not None else path
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    for key, value in vars(args).items():
+        if key == "config" or value is None:
+            continue
+        section_name, name = key.split(".", 1)
+        data.setdefault(section_name, {})
+        if not isinstance(data[section_name], dict):
+            raise ConfigError(f"[{section_name}] must be a table")
+        data[section_name] = {**data[section_name], name: value}
+    return config_from_mapping(data)

@@ -1,0 +1,66 @@
+"""Plain HTTP on the websocket port: a route table, health probes and the static browser page.
+
+websockets calls `HttpRoutes.process_request` for every incoming request; returning None lets the
+websocket handshake go on (only for `/v1/stream`). Routes are added with `add`, so later layers
+(metrics, tokens) plug in without touching the server.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+STREAM_PATH = "/v1/stream"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+RouteHandler = Callable[[Request], Response]
+
+
+def text_response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+    data = body.encode("utf-8")
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])
+    return Response(status.value, status.phrase, headers, data)
+
+
+class HttpRoutes:
+    """Exact-path routes, then static files under `static_dir`; everything else is 404."""
+
+    def __init__(self, static_dir: Path = STATIC_DIR) -> None:
+        self._routes: dict[str, RouteHandler] = {}
+        self._static_dir = static_dir.resolve()
+
+    def add(self, path: str, handler: RouteHandler) -> None:
+        if path in self._routes or path == STREAM_PATH:
+            raise ValueError(f"route {path} is already taken")
+        self._routes[path] = handler
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == STREAM_PATH:
+            return None  # the websocket handshake proceeds (and answers 426 to plain HTTP)
+        handler = self._routes.get(path)
+        if handler is not None:
+            return handler(request)
+        return self.static_file(path)
+
+    def static_file(self, path: str) -> Response:
+        relative = unquote(path).lstrip("/") or "index.html"
+        target = (self._static_dir / relative).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        # resolve() follows `..` and links; anything that lands outside the folder is refused.
+        if not target.is_relative_to(self._static_dir) or not target.is_file():
+            return text_response(HTTPStatus.NOT_FOUND, f"not found: {path}\n")
+        data = target.read_bytes()
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type in ("application/javascript", "application/json"):
+            content_type += "; charset=utf-8"
+        headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-cache")])
+        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, data)

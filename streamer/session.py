@@ -1,0 +1,365 @@
+"""One stream's logic: audio → VAD → buffer → tick requests; hypotheses → commit policy → messages.
+
+Plain code driven by method calls (`on_audio`, `flush`, `stop`, `make_tick_request`,
+`apply_result`), each returning the server messages to send; no socket, no model, no clock.
+Ownership: a `Session` and everything in it (buffer, VAD, policy) belongs to the event-loop
+thread. The worker only ever sees a `TickRequest`, an immutable snapshot; at most one request of
+a session is in flight, and whatever audio arrives meanwhile is in the next one.
+
+Gating: a session asks for ticks only while its uncommitted audio holds speech (VAD); in
+silence the buffer keeps just a short pre-roll, so silence is never decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.audio import N_SAMPLES, SAMPLE_RATE
+
+from .buffer import AudioBuffer
+from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, word_key
+from .config import Config
+from .ingest import AudioDecoder
+from .protocol import (
+    CloseCode,
+    End,
+    LanguageDetected,
+    Partial,
+    ProtocolError,
+    Ready,
+    ServerMessage,
+    Stable,
+    Start,
+    VadEvent,
+    WordTiming,
+)
+from .tick import Hypothesis, TickRequest, Word
+from .vad import SpeechEnd, SpeechStart, VoiceActivityDetector
+
+LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
+ENDPOINT_MARGIN = 0.15  # s a decode must have heard past the end of speech to stand for the final one
+REPEAT_WINDOW = 0.3  # s: a first word this close to the cut that repeats the last stable word is a re-hearing
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a session needs to know about the model, without the model."""
+
+    name: str
+    multilingual: bool
+
+
+@dataclass(frozen=True)
+class _Heard:
+    """The uncommitted words of the latest decode, and how far into the stream it heard."""
+
+    words: list[Word]
+    window_end: float
+    epoch: int
+    language: str
+
+
+class Session:
+    """One transcription stream (see the module docstring for ownership and gating)."""
+
+    def __init__(
+        self,
+        session_id: str,
+        start: Start,
+        config: Config,
+        model: ModelInfo,
+        policy: CommitPolicy | None = None,
+    ) -> None:
+        language = start.language.lower()
+        if not model.multilingual and language not in ("auto", "en"):
+            raise ProtocolError(CloseCode.UNSUPPORTED, f"model {model.name} is English-only; language {start.language!r} is not available")
+        if not model.multilingual and start.task == "translate":
+            raise ProtocolError(CloseCode.UNSUPPORTED, f"model {model.name} is English-only and cannot translate")
+        self.id = session_id
+        self._start = start
+        self._config = config
+        self._model = model
+        self._policy = policy if policy is not None else LocalAgreement(2)
+        self._decoder = AudioDecoder(start)
+        self._vad = VoiceActivityDetector(config.vad.aggressiveness, config.vad.speech_start, config.stream.endpoint_silence)
+        self._buffer = AudioBuffer()
+        self._fixed_language = language != "auto" or not model.multilingual
+        self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
+        self._prompt = ""  # committed text tail given to the decoder
+        self._last_committed: Word | None = None
+        self._next_stable_id = 0
+        self._speech_pending = False  # the uncommitted audio may hold speech
+        self._speech_epoch = 0  # speech starts seen; tells a result whether speech began after its request
+        self._final_reason: str | None = None  # endpoint | flush | stop | full: commit all at the next tick
+        self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
+        self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
+        self._in_flight: TickRequest | None = None
+        self._last_request_end = 0  # absolute sample index where the last request's audio ended
+        self._serial = 0
+        self._partial_text = ""
+        self.stopping = False  # no more audio will come
+        self._announce_end = True
+        self.ended = False
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def open(self) -> list[ServerMessage]:
+        messages: list[ServerMessage] = [Ready(self.id, self._model.name, self._start.sample_rate)]
+        if self._fixed_language and self.language is not None:
+            messages.append(LanguageDetected(self.language, 1.0))
+        return messages
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._buffer.end_time
+
+    def on_audio(self, data: bytes) -> list[ServerMessage]:
+        if self.stopping:
+            raise ProtocolError(CloseCode.OUT_OF_ORDER, "audio after `stop`")
+        return self._ingest(self._decoder.decode(data))
+
+    def flush(self) -> list[ServerMessage]:
+        """Commit what is pending at the next tick (nothing to do when no speech is pending)."""
+        if self._speech_pending:
+            self._final_reason = "flush"
+        return []
+
+    def stop(self) -> list[ServerMessage]:
+        """No more audio: finalise what is pending, then `end` (at once when nothing is)."""
+        return self._finish(announce_end=True)
+
+    def finalize(self) -> list[ServerMessage]:
+        """The daemon shuts down: finalise like `stop`, but without `end` (the close code says why)."""
+        return [] if self.stopping else self._finish(announce_end=False)
+
+    def _finish(self, *, announce_end: bool) -> list[ServerMessage]:
+        messages = self._ingest(self._decoder.finish())
+        self.stopping = True
+        self._announce_end = announce_end
+        if self._speech_pending:
+            self._final_reason = "stop"
+        return messages + self._maybe_end()
+
+    @property
+    def stable_count(self) -> int:
+        return self._next_stable_id
+
+    def _ingest(self, samples: np.ndarray) -> list[ServerMessage]:
+        messages: list[ServerMessage] = []
+        self._buffer.append(samples)
+        if self._buffer.end_time > self._config.stream.max_session_seconds:
+            raise ProtocolError(CloseCode.SESSION_TOO_LONG, f"session longer than the maximum of {self._config.stream.max_session_seconds:.0f} s")
+        for transition in self._vad.feed(samples):
+            if isinstance(transition, SpeechStart):
+                self._speech_epoch += 1
+                if not self._speech_pending:
+                    self._speech_pending = True
+                    start_sample = int(transition.time * SAMPLE_RATE)
+                    self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
+                    # The first decode waits for `first_tick` s of speech: less rarely reads as words.
+                    stream = self._config.stream
+                    first = int((min(stream.first_tick, stream.tick_interval) - stream.tick_interval) * SAMPLE_RATE)
+                    self._last_request_end = max(self._last_request_end, start_sample + first)
+                event = "speech_start"
+            else:
+                if self._speech_pending and self._final_reason is None:
+                    self._final_reason = "endpoint"
+                    self._endpoint_time = transition.time
+                event = "speech_end"
+            if "vad" in self._start.events:
+                messages.append(VadEvent(event, transition.time))
+        messages.extend(self._commit_at_endpoint())
+        if self._speech_pending:
+            if self._final_reason is None and self._buffer.duration >= self._config.stream.max_buffer:
+                self._final_reason = "full"
+        elif self._in_flight is None:
+            self._trim_silence()
+        return messages
+
+    def _trim_silence(self) -> None:
+        keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
+        self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
+
+    # ---- ticks -------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> bool:
+        return self._in_flight is not None
+
+    @property
+    def wants_tick(self) -> bool:
+        """Ready for the worker: speech pending, nothing in flight, and a tick's worth of new audio
+        (or a commit-everything request, which does not wait)."""
+        if self.ended or self._in_flight is not None or not self._speech_pending:
+            return False
+        if self._final_reason is not None:
+            return True
+        new_audio = self._buffer.end - self._last_request_end
+        return new_audio >= self._config.stream.tick_interval * SAMPLE_RATE
+
+    @property
+    def final_pending(self) -> bool:
+        return self._final_reason is not None
+
+    def make_tick_request(self) -> TickRequest:
+        if not self.wants_tick:
+            raise RuntimeError(f"session {self.id}: no tick is due")
+        audio = self._buffer.window(N_SAMPLES)
+        self._serial += 1
+        request = TickRequest(
+            session_id=self.id,
+            serial=self._serial,
+            audio=audio,
+            window_start=self._buffer.start_time,
+            prompt=self._prompt,
+            language=self.language,
+            task=self._start.task,
+            final=self._final_reason is not None,
+            speech_epoch=self._speech_epoch,
+            truncated=self._buffer.end > self._buffer.start + len(audio),
+        )
+        self._final_reason = None
+        self._last_request_end = self._buffer.start + len(audio)
+        self._in_flight = request
+        return request
+
+    def abandon_request(self, request: TickRequest) -> None:
+        """The worker failed on `request`: forget it, so the next tick retries with all audio."""
+        if self._in_flight is request:
+            self._in_flight = None
+            if request.final:
+                self._final_reason = "flush"
+
+    def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]:
+        if self._in_flight is not request:
+            raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
+        self._in_flight = None
+        messages: list[ServerMessage] = []
+        words = self._guarded_words(request, hypothesis)
+        if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
+            self.language = hypothesis.language
+            messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
+        final = request.final
+        if self._final_reason == "endpoint" and self._heard_past_endpoint(request.window_end, request.speech_epoch):
+            # The speaker stopped while this decode ran, and it heard the whole utterance: no need
+            # to decode the same audio again before committing.
+            final, self._final_reason = True, None
+        self._hypothesis = _Heard(words, request.window_end, request.speech_epoch, hypothesis.language)
+        messages.extend(self._decide(words, final=final, truncated=request.truncated, epoch=request.speech_epoch, language=hypothesis.language))
+        return messages + self._maybe_end()
+
+    def _heard_past_endpoint(self, window_end: float, epoch: int) -> bool:
+        return self._endpoint_time is not None and epoch == self._speech_epoch and window_end >= self._endpoint_time + ENDPOINT_MARGIN
+
+    def _commit_at_endpoint(self) -> list[ServerMessage]:
+        """At an endpoint, commits the latest hypothesis at once when it heard past the end of speech."""
+        heard = self._hypothesis
+        if self._final_reason != "endpoint" or self._in_flight is not None or heard is None:
+            return []
+        if not self._heard_past_endpoint(heard.window_end, heard.epoch):
+            return []
+        self._final_reason = None
+        self._hypothesis = None
+        return self._decide(heard.words, final=True, truncated=False, epoch=heard.epoch, language=heard.language)
+
+    def _decide(self, words: list[Word], *, final: bool, truncated: bool, epoch: int, language: str) -> list[ServerMessage]:
+        """Asks the commit policy, commits, trims the buffer, and updates the partial."""
+        messages: list[ServerMessage] = []
+        count = self._policy.decide(words, final=final)
+        if truncated and final:
+            count = min(count, max(0, len(words) - 1))  # the window's last word may be cut by its edge
+        committed, remaining = words[:count], words[count:]
+        if committed:
+            messages.extend(self._commit(committed, language))
+            last, following = committed[-1], remaining[0] if remaining else None
+            cut = last.end if following is None or following.start <= last.end else (last.end + following.start) / 2
+            self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
+        if self._hypothesis is not None:
+            self._hypothesis = _Heard(remaining, self._hypothesis.window_end, self._hypothesis.epoch, self._hypothesis.language)
+        if final:
+            if truncated:
+                self._final_reason = self._final_reason or "full"
+            elif self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech):
+                self._speech_pending = False
+                self._final_reason = None  # a flush or stop that came meanwhile has nothing left to do
+                self._endpoint_time = None
+                self._hypothesis = None
+                self._policy.reset()
+                remaining = []
+                self._trim_silence()
+        messages.extend(self._update_partial(remaining))
+        return messages
+
+    def _guarded_words(self, request: TickRequest, hypothesis: Hypothesis) -> list[Word]:
+        """The hypothesis' words in stream time, minus what the hallucination guards reject."""
+        stream = self._config.stream
+        if hypothesis.no_speech_prob > stream.no_speech_threshold and hypothesis.avg_logprob < stream.logprob_threshold:
+            return []  # silence, music or noise that the VAD let through
+        words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
+        loop_at = find_repetition_loop(words)
+        if hypothesis.compression_ratio > stream.compression_ratio_threshold and loop_at is None:
+            loop_at = 0  # repetitive beyond what we can locate: trust none of it
+        if loop_at is not None:
+            # A loop is never committed, and the prompt that may have led into it is dropped.
+            words = words[:loop_at]
+            self._prompt = ""
+            self._policy.reset()
+        last = self._last_committed
+        if words and last is not None and word_key(words[0]) == word_key(last) and words[0].start < request.window_start + REPEAT_WINDOW:
+            words = words[1:]  # the tail of the last stable word, heard again after the cut
+        return words
+
+    def _commit(self, words: list[Word], language: str) -> list[Stable]:
+        """Stable messages for `words`, one per Whisper segment they span."""
+        stables: list[Stable] = []
+        group: list[Word] = []
+        for i, word in enumerate(words):
+            group.append(word)
+            if word.ends_segment or i == len(words) - 1:
+                stables.append(
+                    Stable(
+                        id=self._next_stable_id,
+                        start=group[0].start,
+                        end=group[-1].end,
+                        text="".join(w.text for w in group),
+                        words=tuple(WordTiming(w.text, w.start, w.end, w.probability) for w in group),
+                        language=self.language or language,
+                    )
+                )
+                self._next_stable_id += 1
+                group = []
+        self._last_committed = words[-1]
+        text = self._prompt + "".join(w.text for w in words)
+        limit = self._config.stream.prompt_chars
+        if len(text) > limit:
+            # Cut at a word boundary, so the prompt never starts with half a word.
+            text = text[len(text) - limit :]
+            space = text.find(" ")
+            text = text[space:] if space >= 0 else ""
+        self._prompt = text
+        return stables
+
+    def _update_partial(self, words: list[Word]) -> list[ServerMessage]:
+        text = "".join(w.text for w in words)
+        if text == self._partial_text:
+            return []
+        self._partial_text = text
+        if not words:
+            return [Partial("", self._buffer.start_time, self._buffer.start_time)]
+        timings = tuple(WordTiming(w.text, w.start, w.end, w.probability) for w in words)
+        return [Partial(text, words[0].start, words[-1].end, timings)]
+
+    def _maybe_end(self) -> list[ServerMessage]:
+        if self.stopping and not self.ended and self._in_flight is None and self._final_reason is None and not self._speech_pending:
+            self.ended = True
+            return [End(self._next_stable_id - 1, self._buffer.end_time)] if self._announce_end else []
+        return []
+
+
+def _clamped(word: Word) -> Word:
+    """Word times as the protocol promises them: start <= end."""
+    if word.end >= word.start:
+        return word
+    return Word(word.text, word.start, word.start, word.probability, word.ends_segment)

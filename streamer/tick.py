@@ -1,0 +1,54 @@
+"""The unit of work between a session and the model worker: a tick request and its hypothesis.
+
+A `TickRequest` is a self-contained snapshot (its audio is a copy), so the worker thread never
+reads session state; a `Hypothesis` is plain data the session applies in the event-loop thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # with Whisper's leading space
+    start: float  # seconds; relative to the window in a Hypothesis, absolute in a session
+    end: float
+    probability: float
+    ends_segment: bool = False  # the last word before a timestamp token closed a segment
+
+    def shifted(self, offset: float) -> Word:
+        return Word(self.text, self.start + offset, self.end + offset, self.probability, self.ends_segment)
+
+
+@dataclass(frozen=True, eq=False)
+class TickRequest:
+    session_id: str
+    serial: int  # per session, increasing; a result applies to the request it answers
+    audio: np.ndarray  # 16 kHz float32, at most 30 s, a private copy
+    window_start: float  # stream seconds of audio[0]
+    prompt: str  # committed text tail, given as the previous context (may be empty)
+    language: str | None  # None: detect
+    task: str
+    final: bool  # commit everything (endpoint, flush, stop, full buffer)
+    speech_epoch: int  # the session's count of speech starts when the request was made
+    truncated: bool = False  # the buffer held more than one window: audio continues past `audio`
+
+    @property
+    def window_end(self) -> float:
+        return self.window_start + len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    words: tuple[Word, ...]  # times relative to the window start
+    language: str
+    language_probability: float
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    decode_seconds: float = 0.0  # worker time spent on the batch this row was part of

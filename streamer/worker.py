@@ -1,0 +1,160 @@
+"""The model worker: one thread that owns the model and decodes batches of tick requests.
+
+Ownership: the model, its tokenizer and torch's thread pool belong to the worker thread alone;
+it is loaded there and only ever called there. The event loop hands over immutable
+`TickRequest` batches (`submit`) and gets a `concurrent.futures.Future` back, so a slow decode
+never blocks the loop.
+
+Backpressure lives on the event-loop side, in `scheduler.TickScheduler`: one batch in flight,
+each stream in at most one batch, so a lagging worker spaces ticks out instead of dropping audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+
+import torch
+
+from model.decoding import model_tokenizer
+from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
+from model.weights import load_model
+from model.whisper import Whisper
+
+from .config import ModelConfig, StreamConfig
+from .session import ModelInfo
+from .tick import Hypothesis, TickRequest, Word
+
+log = logging.getLogger("streamer.worker")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    hypotheses: tuple[Hypothesis, ...]  # in the order of the submitted requests
+    seconds: float
+
+
+class ModelWorker:
+    """A daemon thread running decode batches in submission order."""
+
+    def __init__(self, config: ModelConfig, stream: StreamConfig) -> None:
+        self._config = config
+        self._options = WindowOptions(
+            word_timestamps=True,
+            beam_size=config.beam_size if config.beam_size > 1 else None,
+            # Re-decoding every tick plus agreement already filters unstable text; hotter
+            # fallback decodes would multiply the cost of exactly the hardest ticks.
+            temperatures=DEFAULT_TEMPERATURES if config.temperature_fallback else (0.0,),
+            compression_ratio_threshold=stream.compression_ratio_threshold,
+            logprob_threshold=stream.logprob_threshold,
+            no_speech_threshold=stream.no_speech_threshold,
+        )
+        self._jobs: queue.Queue[tuple[list[TickRequest], Future[BatchResult]] | None] = queue.Queue()
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        self._model_info: ModelInfo | None = None
+        self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> ModelInfo:
+        """Blocks until the model is loaded (call it off the event loop); raises what loading raised."""
+        if not self._loaded.wait(timeout):
+            raise TimeoutError("model not loaded in time")
+        if self._load_error is not None:
+            raise RuntimeError(f"loading model {self._config.model!r} failed") from self._load_error
+        assert self._model_info is not None
+        return self._model_info
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set() and self._load_error is None
+
+    def submit(self, requests: Sequence[TickRequest]) -> Future[BatchResult]:
+        future: Future[BatchResult] = Future()
+        self._jobs.put((list(requests), future))
+        return future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finishes the batch in hand, then ends the thread."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            model = self._load()
+        except BaseException as exc:  # reported to whoever waits for the model, with its traceback
+            self._load_error = exc
+            self._loaded.set()
+            return
+        self._loaded.set()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            requests, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with torch.inference_mode():
+                    result = self._decode(model, requests)
+            except BaseException as exc:  # handed to the event loop, which logs it per session
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def _load(self) -> Whisper:
+        config = self._config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        device = None if config.device == "auto" else config.device
+        dtype = None if config.dtype == "auto" else config.dtype
+        began = time.perf_counter()
+        model = load_model(config.model, device=device, dtype=dtype)
+        model.eval()
+        self._model_info = ModelInfo(name=model.name, multilingual=model.is_multilingual)
+        log.info(
+            "model %s loaded on %s (%s, %d threads) in %.1f s",
+            model.name, model.device, str(model.dtype).removeprefix("torch."), torch.get_num_threads(), time.perf_counter() - began,
+        )
+        return model
+
+    def _decode(self, model: Whisper, requests: list[TickRequest]) -> BatchResult:
+        began = time.perf_counter()
+        tokenizer = model_tokenizer(model)
+        hypotheses: list[Hypothesis | None] = [None] * len(requests)
+        # One WindowOptions per call: rows that differ in language or task go in separate calls.
+        groups: dict[tuple[str | None, str], list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault((request.language, request.task), []).append(i)
+        for (language, task), rows in groups.items():
+            options = replace(self._options, language=language, task=task)
+            prompts = [tokenizer.encode(requests[i].prompt) if requests[i].prompt else [] for i in rows]
+            results = decode_windows(model, [requests[i].audio for i in rows], options, prompts)
+            for i, result in zip(rows, results, strict=True):
+                hypotheses[i] = to_hypothesis(result)
+        return BatchResult(tuple(h for h in hypotheses if h is not None), time.perf_counter() - began)
+
+
+def to_hypothesis(result: WindowResult) -> Hypothesis:
+    """The model's window result as the session's plain hypothesis (times relative to the window)."""
+    words: list[Word] = []
+    for segment in result.segments:
+        for j, w in enumerate(segment.words):
+            closes = segment.complete and j == len(segment.words) - 1
+            words.append(Word(w.word, float(w.start), float(w.end), float(w.probability), ends_segment=closes))
+    probability = float(result.language_probs.get(result.language, 0.0)) if result.language_probs else 1.0
+    return Hypothesis(
+        words=tuple(words),
+        language=result.language,
+        language_probability=probability,
+        avg_logprob=float(result.avg_logprob),
+        no_speech_prob=float(result.no_speech_prob),
+        compression_ratio=float(result.compression_ratio),
+    )

@@ -1,0 +1,68 @@
+"""Audio rate limit, worker load and admission control (streamer/limits.py); metrics exposition."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.limits import AdmissionControl, AudioRateLimiter, WorkerLoad
+from streamer.metrics import StreamerMetrics
+from streamer.protocol import ProtocolError
+
+
+def test_real_time_audio_never_trips_the_limit() -> None:
+    limiter = AudioRateLimiter(max_rate=4.0, burst_seconds=10.0, now=0.0)
+    for i in range(10_000):  # ~17 min of 0.1 s frames sent at 1x
+        limiter.take(0.1, now=i * 0.1)
+
+
+def test_burst_then_sustained_overspeed_trips() -> None:
+    limiter = AudioRateLimiter(max_rate=4.0, burst_seconds=10.0, now=0.0)
+    limiter.take(9.9, now=0.0)  # catching up after a stall: fine
+    with pytest.raises(ProtocolError) as error:
+        for i in range(1, 1000):
+            limiter.take(0.5, now=i * 0.1)  # 5x real time, sustained
+    assert error.value.code == 4429 and "4x real time" in error.value.message
+    slow = AudioRateLimiter(max_rate=4.0, burst_seconds=10.0, now=0.0)
+    for i in range(1, 1000):
+        slow.take(0.39, now=i * 0.1)  # 3.9x forever is allowed
+
+
+def test_worker_load_window() -> None:
+    load = WorkerLoad(window=10.0)
+    for t in range(10):
+        load.record(finished=float(t), busy_seconds=0.5)
+    assert load.load(now=9.0) == pytest.approx(0.5)
+    assert load.load(now=25.0) == 0.0
+
+
+def test_admission() -> None:
+    control = AdmissionControl(max_streams=4, max_load=0.9)
+    assert control.admit(active=3, load=0.5).ok
+    full = control.admit(active=4, load=0.1)
+    assert (full.ok, full.close_code, full.reason) == (False, 4429, "max_streams")
+    busy = control.admit(active=1, load=0.95)
+    assert (busy.ok, busy.close_code, busy.reason) == (False, 4429, "overloaded") and "overloaded" in busy.message
+    assert control.admit(active=0, load=0.0, shutting_down=True).close_code == 1001
+
+
+def test_metrics_exposition_on_private_registry() -> None:
+    first, second = StreamerMetrics(), StreamerMetrics()  # no clash: each has its own registry
+    first.active_streams.set(3)
+    first.audio_seconds_total.inc(12.5)
+    first.tick_latency.observe(0.4)
+    first.batch_size.observe(2)
+    first.reject("overloaded")
+    with pytest.raises(ValueError):
+        first.reject("because")
+    families = {f.name: f for f in text_string_to_metric_families(first.exposition().decode())}
+    assert families["streamer_active_streams"].samples[0].value == 3
+    assert families["streamer_audio_seconds"].samples[0].value == 12.5
+    rejected = {s.labels["reason"]: s.value for s in families["streamer_rejected_sessions"].samples if s.name.endswith("_total")}
+    assert rejected["overloaded"] == 1 and rejected["max_streams"] == 0
+    count = next(s for s in families["streamer_tick_latency_seconds"].samples if s.name.endswith("_count"))
+    assert count.value == 1
+    second_families = {f.name: f for f in text_string_to_metric_families(second.exposition().decode())}
+    assert second_families["streamer_active_streams"].samples[0].value == 0
+    response = first.response()
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")

@@ -1,0 +1,83 @@
+"""LocalAgreement-2 and the loop guard; the audio buffer's trimming and times."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.buffer import AudioBuffer
+from streamer.commit import LocalAgreement, find_repetition_loop
+from streamer.tick import Word
+
+
+def words(text: str, start: float = 0.0) -> list[Word]:
+    return [Word(" " + w, start + i * 0.3, start + i * 0.3 + 0.25, 0.9) for i, w in enumerate(text.split())]
+
+
+def test_local_agreement_commits_the_prefix_two_hypotheses_share() -> None:
+    policy = LocalAgreement(2)
+    assert policy.decide(words("the cat"), final=False) == 0  # nothing to agree with yet
+    assert policy.decide(words("the cat sat on"), final=False) == 2
+    # The next decode sees only what follows "the cat"; it must agree with "sat on".
+    assert policy.decide(words("sat on the mat"), final=False) == 2
+    assert policy.decide(words("the matt"), final=False) == 1  # "the" agrees, "matt" ≠ "mat"
+    assert policy.decide(words("mat"), final=False) == 0
+    assert policy.decide(words("mad. And"), final=True) == 2  # an endpoint commits everything
+
+
+def test_local_agreement_ignores_case_and_punctuation_only() -> None:
+    policy = LocalAgreement(2)
+    policy.decide(words("Hello, world"), final=False)
+    assert policy.decide(words("hello world."), final=False) == 2
+    policy = LocalAgreement(2)
+    policy.decide(words("hello word"), final=False)
+    assert policy.decide(words("hello world"), final=False) == 1
+
+
+def test_reset_forgets_the_previous_hypothesis() -> None:
+    policy = LocalAgreement(2)
+    policy.decide(words("one two"), final=False)
+    policy.reset()
+    assert policy.decide(words("one two"), final=False) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=12))
+def test_committed_words_are_a_prefix_of_the_hypothesis_they_come_from(hypotheses: list[list[str]]) -> None:
+    """Whatever the hypotheses, a commit takes words from the current one's front, and only
+    words that the previous hypothesis had in the same place (so nothing is ever taken back)."""
+    policy = LocalAgreement(2)
+    previous: list[str] = []
+    for hypothesis in hypotheses:
+        count = policy.decide(words(" ".join(hypothesis)), final=False)
+        assert 0 <= count <= len(hypothesis)
+        assert hypothesis[:count] == previous[:count]
+        previous = hypothesis[count:]
+
+
+def test_repetition_loops_are_found_after_their_first_occurrence() -> None:
+    assert find_repetition_loop(words("we went to the shop and bought bread")) is None
+    assert find_repetition_loop(words("no no no")) is None  # people say that
+    text = "and then I said thank you thank you thank you thank you"
+    assert find_repetition_loop(words(text)) == len("and then I said thank you".split())
+    assert find_repetition_loop(words("so the the the the the")) == 2
+    assert find_repetition_loop(words("a b c d a b c d a b c d e")) == 4
+
+
+def test_buffer_keeps_absolute_times_across_trims() -> None:
+    buffer = AudioBuffer(initial_seconds=1.0)
+    ramp = np.arange(48000, dtype=np.float32)  # 3 s, grows the 1 s storage twice
+    for piece in np.array_split(ramp, 7):
+        buffer.append(piece)
+    assert buffer.end == 48000 and buffer.duration == 3.0
+    buffer.trim_to(16000)
+    assert buffer.start_time == 1.0 and buffer.end_time == 3.0
+    window = buffer.window(8000)
+    assert window[0] == 16000 and window[-1] == 23999 and len(window) == 8000
+    buffer.trim_to(100)  # before the start: nothing happens
+    assert buffer.start == 16000
+    buffer.trim_to(10**9)  # past the end: empties, times continue
+    assert buffer.duration == 0 and buffer.start == 48000
+    buffer.append(np.ones(160, np.float32))
+    assert buffer.end_time == 3.01 and buffer.window(10**6).sum() == 160

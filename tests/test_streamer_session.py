@@ -1,0 +1,198 @@
+"""A session driven by method calls on real audio, with a scripted stand-in for the model.
+
+The stand-in hears the words of a real clip's reference, placed evenly over each utterance's
+span (from the manifest), and only those its window contains; a word cut by the window's end is
+misheard, as a real decoder would. That exercises VAD gating, ticks, LocalAgreement-2, endpoint
+commits, trimming and numbering without a model (the real model is in test_streamer_daemon.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from benchmarks.data import Clip, clips_of, data_available, load_manifest
+from model.audio import SAMPLE_RATE, load_audio
+from streamer.config import Config, StreamConfig
+from streamer.protocol import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
+from streamer.session import ModelInfo, Session
+from streamer.tick import Hypothesis, TickRequest, Word
+
+pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
+
+ENGLISH = ModelInfo("tiny.en", multilingual=False)
+FRAME = 320  # 20 ms frames, as a browser might send
+
+
+def pcm(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def scripted_words(clip: Clip, utterances: int) -> list[Word]:
+    texts = {c.id: c.text for c in load_manifest()}
+    placed = []
+    for utterance in clip.segments[:utterances]:
+        spoken = texts[utterance.id].split()
+        # Real clips start and end with a little silence; keep the words inside.
+        begin, finish = utterance.start_s + 0.2, utterance.end_s - 0.2
+        step = (finish - begin) / len(spoken)
+        for i, w in enumerate(spoken):
+            placed.append(Word(" " + w, begin + i * step, begin + (i + 0.8) * step, 0.9, ends_segment=i == len(spoken) - 1))
+    return placed
+
+
+def hear(script: list[Word], request: TickRequest, **quality) -> Hypothesis:
+    heard = []
+    for w in script:
+        if w.start >= request.window_start and w.end <= request.window_end:
+            heard.append(w.shifted(-request.window_start))
+        elif w.start >= request.window_start and w.start < request.window_end:
+            heard.append(Word(w.text + "-", w.start - request.window_start, request.window_end - request.window_start, 0.3))
+    return Hypothesis(
+        words=tuple(heard),
+        language=quality.get("language", "en"),
+        language_probability=quality.get("language_probability", 1.0),
+        avg_logprob=quality.get("avg_logprob", -0.3),
+        no_speech_prob=quality.get("no_speech_prob", 0.01),
+        compression_ratio=quality.get("compression_ratio", 1.5),
+    )
+
+
+def drive(session: Session, audio: np.ndarray, respond, *, stop: bool = True):
+    """Feeds `audio` frame by frame; answers each due tick at once. Returns (messages, requests),
+    each message paired with the stream time at which it was produced."""
+    produced: list[tuple[float, object]] = []
+    requests: list[TickRequest] = []
+
+    def ticks() -> None:
+        while session.wants_tick:
+            request = session.make_tick_request()
+            requests.append(request)
+            produced.extend((session.audio_seconds, m) for m in session.apply_result(request, respond(request)))
+
+    produced.extend((0.0, m) for m in session.open())
+    for offset in range(0, len(audio), FRAME):
+        produced.extend((session.audio_seconds, m) for m in session.on_audio(pcm(audio[offset : offset + FRAME])))
+        ticks()
+    if stop:
+        produced.extend((session.audio_seconds, m) for m in session.stop())
+        ticks()
+    return produced, requests
+
+
+@pytest.fixture(scope="module")
+def mixed() -> tuple[Clip, np.ndarray]:
+    clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
+    audio = load_audio(clip.path)
+    return clip, audio[: int(clip.segments[3].start_s * SAMPLE_RATE)]  # three utterances, 31.6 s
+
+
+def new_session(**stream) -> Session:
+    config = Config(stream=replace(StreamConfig(), **stream))
+    return Session("s1", Start(events=("vad",)), config, ENGLISH)
+
+
+def test_stable_text_is_the_script_once_in_order_and_ends_the_stream(mixed) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    produced, requests = drive(new_session(), audio, lambda r: hear(script, r))
+    messages = [m for _, m in produced]
+    assert isinstance(messages[0], Ready) and isinstance(messages[1], LanguageDetected)
+    stables = [m for m in messages if isinstance(m, Stable)]
+    assert [s.id for s in stables] == list(range(len(stables)))
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert all(not w.word.endswith("-") for s in stables for w in s.words)  # misheard edges never commit
+    assert all(a.end <= b.start for a, b in zip(stables, stables[1:]))
+    assert isinstance(messages[-1], End) and messages[-1].last_stable_id == stables[-1].id
+    assert len(requests) > 10  # it streamed, rather than decoding once at the end
+    assert max(len(r.audio) for r in requests) <= 30 * SAMPLE_RATE
+
+
+def test_each_utterance_is_stable_soon_after_it_ends(mixed) -> None:
+    """Endpointing: the 0.8 s pauses commit each utterance without waiting for the next one."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    produced, _ = drive(new_session(endpoint_silence=0.4), audio, lambda r: hear(script, r), stop=False)
+    stable_at = {w.start: t for t, m in produced if isinstance(m, Stable) for w in m.words}
+    for utterance in clip.segments[:3]:
+        last = max((w for w in script if w.end <= utterance.end_s), key=lambda w: w.end)
+        when = next(t for s, t in stable_at.items() if abs(s - last.start) < 1e-6)
+        assert when - utterance.end_s < 1.0, f"{utterance.id}: stable {when - utterance.end_s:.2f} s after its end"
+
+
+def test_decodes_only_while_there_is_speech(mixed) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    produced, requests = drive(new_session(), np.concatenate([silence, audio[: int(clip.segments[0].end_s * SAMPLE_RATE)], silence[:SAMPLE_RATE]]), lambda r: hear([w.shifted(5.0) for w in script], r))
+    assert requests, "the utterance was never decoded"
+    for request in requests:
+        assert request.window_start >= 5.0 - 0.7, "the silence before the speech was sent to the decoder"
+    vad = [m for _, m in produced if isinstance(m, VadEvent)]
+    assert vad[0].event == "speech_start" and abs(vad[0].time - 5.3) < 0.5
+    assert vad[1].event == "speech_end"
+
+    silent = new_session()
+    produced, requests = drive(silent, np.zeros(10 * SAMPLE_RATE, np.float32), lambda r: pytest.fail("decoded silence"))
+    assert requests == [] and [type(m) for _, m in produced] == [Ready, LanguageDetected, End]
+
+
+def test_buffer_is_trimmed_at_the_last_commit(mixed) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    _, requests = drive(new_session(), audio, lambda r: hear(script, r))
+    starts = [r.window_start for r in requests]
+    assert starts == sorted(starts)
+    assert starts[-1] > clip.segments[2].start_s - 1.0  # the third utterance is decoded on its own
+    for request in requests:
+        assert request.window_start == pytest.approx(round(request.window_start * SAMPLE_RATE) / SAMPLE_RATE)
+
+
+def test_no_speech_results_emit_nothing(mixed) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+    produced, requests = drive(new_session(), audio[: 7 * SAMPLE_RATE], lambda r: hear(script, r, no_speech_prob=0.9, avg_logprob=-1.5))
+    assert requests
+    assert not [m for _, m in produced if isinstance(m, (Stable, Partial))]
+
+
+def test_a_repetition_loop_is_never_committed_and_resets_the_prompt(mixed) -> None:
+    clip, audio = mixed
+    loop = [Word(" thank you", 0.5 + 0.4 * i, 0.8 + 0.4 * i, 0.5) for i in range(8)]
+    calls: list[TickRequest] = []
+
+    def looping(request: TickRequest) -> Hypothesis:
+        calls.append(request)
+        head = [Word(" so", 0.1, 0.3, 0.9)]
+        return Hypothesis(tuple(head + loop), "en", 1.0, -0.4, 0.01, 1.8)
+
+    produced, _ = drive(new_session(), audio[: int(clip.segments[0].end_s * SAMPLE_RATE) + 16000], looping)
+    stable_words = [w.word for _, m in produced if isinstance(m, Stable) for w in m.words]
+    assert stable_words[:2] == [" so", " thank you"]
+    assert all(a != b for a, b in zip(stable_words, stable_words[1:]))  # no repeat ever reaches stable
+    # The context that led into a loop is dropped: prompts hold at most what the last tick committed.
+    assert all(r.prompt in ("", " so", " so thank you") for r in calls)
+
+
+def test_language_is_detected_once_then_kept(mixed) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+    session = Session("m", Start(), Config(), ModelInfo("base", multilingual=True))
+    guesses = iter([("de", 0.3), ("en", 0.8)] + [("fr", 0.99)] * 1000)
+
+    def detect(request: TickRequest) -> Hypothesis:
+        language, probability = next(guesses) if request.language is None else (request.language, 1.0)
+        return hear(script, request, language=language, language_probability=probability)
+
+    produced, requests = drive(session, audio[: 8 * SAMPLE_RATE], detect)
+    languages = [m for _, m in produced if isinstance(m, LanguageDetected)]
+    assert [(m.language, m.probability) for m in languages] == [("en", 0.8)]
+    assert requests[0].language is None and requests[-1].language == "en"
+
+
+def test_english_only_model_refuses_other_languages() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        Session("x", Start(language="de"), Config(), ENGLISH)
+    assert raised.value.code == CloseCode.UNSUPPORTED
