@@ -129,9 +129,16 @@ async def capture(options: MicOptions, display: CaptionDisplay) -> str:
             )
         except sounddevice.PortAudioError as exc:
             raise AudioDeviceError(f"cannot open capture device {options.device!r}: {exc}") from exc
-        loop.add_signal_handler(signal.SIGINT, frames.stop)
+
+        def interrupted() -> None:
+            # The first Ctrl-C finishes cleanly (pending text is finalised); a second one aborts.
+            frames.stop()
+            loop.remove_signal_handler(signal.SIGINT)
+
+        loop.add_signal_handler(signal.SIGINT, interrupted)
         try:
             with stream:
+                display.notice(f"capturing from {sounddevice.query_devices(stream.device)['name']} at {rate} Hz")
                 await stream_session(connection, aiter(frames), caption_handler(display, writer))
         finally:
             loop.remove_signal_handler(signal.SIGINT)

@@ -226,8 +226,6 @@ class SearchStrategy(Protocol):
     def finished(self) -> list[list[Candidate]]:
         """Candidates of each audio so far (rows still running are added by `finalize`)."""
 
-    def is_done(self, audio: int) -> bool: ...
-
     def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]: ...
 
 
@@ -259,9 +257,6 @@ class SamplingStrategy:
 
     def finished(self) -> list[list[Candidate]]:
         return self._finished
-
-    def is_done(self, audio: int) -> bool:
-        return len(self._finished[audio]) >= self.rows_per_audio
 
     def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]:
         for row, (tokens, score) in enumerate(zip(sampled.tolist(), sum_logprobs.tolist())):
@@ -328,9 +323,6 @@ class BeamSearchStrategy:
 
     def finished(self) -> list[list[Candidate]]:
         return [list(done.items()) for done in self._finished]
-
-    def is_done(self, audio: int) -> bool:
-        return len(self._finished[audio]) >= self.max_candidates
 
     def finalize(self, sampled: Tensor, sum_logprobs: Tensor, row_audio: list[int]) -> list[list[Candidate]]:
         # Audios short of finished sequences take their best running ones.
@@ -511,18 +503,12 @@ def _search(
         for logit_filter in filters:
             logit_filter.apply(logits, sampled)
         step = strategy.step(sampled, logits, sum_logprobs, row_audio)
-        if step.source is not None:
-            source = step.source
-            row_audio = [row_audio[i] for i in source.tolist()]
-            keep = [i for i, audio in enumerate(row_audio) if not strategy.is_done(audio)]
-            if len(keep) < len(row_audio):
-                keep_index = torch.tensor(keep, dtype=torch.long, device=source.device)
-                source, row_audio = source[keep_index], [row_audio[i] for i in keep]
-                step = Step(source, step.tokens[keep_index], step.sum_logprobs[keep_index])
-            tokens = tokens[source]
-            if len(row_audio) == 0:
+        if step.source is not None:  # rows finished (they leave the batch) or beams moved
+            row_audio = [row_audio[i] for i in step.source.tolist()]
+            if not row_audio:
                 return strategy.finished()
-            cache.reorder(source)
+            tokens = tokens[step.source]
+            cache.reorder(step.source)
         tokens = torch.cat([tokens, step.tokens[:, None]], dim=1)
         sum_logprobs = step.sum_logprobs
         if tokens.shape[1] > n_ctx:

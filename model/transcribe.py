@@ -12,6 +12,7 @@ next window on the text so far. Files advance together, so short files share bat
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -135,28 +136,31 @@ class WindowOptions:
             suppress_tokens=self.suppress_tokens,
         )
 
-    def needs_fallback(self, result: DecodingResult) -> bool:
-        """Too repetitive or too unlikely, and not silence: decode again at the next temperature."""
+    def is_unreliable(self, result: DecodingResult) -> bool:
+        """Too repetitive (a loop) or too unlikely."""
         repetitive = self.compression_ratio_threshold is not None and result.compression_ratio > self.compression_ratio_threshold
         unlikely = self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
-        if unlikely and self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold:
-            return False
         return repetitive or unlikely
 
-    def is_silence(self, result: DecodingResult, exhausted: bool) -> bool:
-        """Whether a window's final decode is to be taken as no speech.
+    def needs_fallback(self, result: DecodingResult, first: DecodingResult) -> bool:
+        """Unreliable and not silence: decode again at the next temperature."""
+        return self.is_unreliable(result) and not self.is_silence(result, first)
 
-        As openai: the model says no speech and the text it wrote anyway is not confident.
-        Beyond openai: when even the last temperature stays below the logprob threshold, no
-        temperature found a confident transcript, and what is left ("Mmm.", "Whoo!" on noise)
-        is the model's guess, not speech heard.
+    def is_silence(self, result: DecodingResult, first: DecodingResult) -> bool:
+        """Whether a window's decode (`result`, maybe after fallback) is to be taken as no speech.
+
+        As openai: the model says no speech (above the threshold) and the text it wrote anyway
+        is unlikely. And beyond openai: when even its first, most likely reading (`first`, at
+        the lowest temperature) is unreliable, "no speech" need only be more probable than
+        that reading's average token. Noise then gives no text instead of the "Mmm.", "Whoo!"
+        or ". . ." that a hotter temperature happens to sample.
         """
-        unlikely = self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
-        if exhausted and unlikely:
-            return True
-        if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
+        if self.no_speech_threshold is None:
             return False
-        return self.logprob_threshold is None or result.avg_logprob <= self.logprob_threshold
+        unlikely = self.logprob_threshold is None or result.avg_logprob < self.logprob_threshold
+        if result.no_speech_prob > self.no_speech_threshold and unlikely:
+            return True
+        return self.is_unreliable(first) and first.no_speech_prob > math.exp(first.avg_logprob)
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,8 @@ def decode_windows(
             raise ValueError(f"a window is mono audio of at most {N_SAMPLES} samples, got shape {window.shape}")
     with torch.inference_mode():
         mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
+        for row, window in enumerate(windows):
+            mel[row, :, len(window) // HOP_LENGTH :] = 0  # as `_FileProgress.window_mel` cuts windows
         return decode_mel_windows(model, mel, [len(w) for w in windows], [_is_quiet(w) for w in windows], options, prompts)
 
 
@@ -261,10 +267,10 @@ def decode_mel_windows(
     with torch.inference_mode():
         features = model.embed_audio(mel)
         languages, language_probs = _languages(model, features, options.language)
-        decoded, exhausted = _decode_with_fallback(model, features, options, prompts, languages)
+        decoded, first = _decode_with_fallback(model, features, options, prompts, languages)
         results = [
-            _window_result(model, result, samples / SAMPLE_RATE, probs, options, is_quiet, failed)
-            for result, samples, probs, is_quiet, failed in zip(decoded, n_samples, language_probs, quiet, exhausted)
+            _window_result(model, result, samples / SAMPLE_RATE, probs, options, options.is_silence(result, first_result) or is_quiet)
+            for result, first_result, samples, probs, is_quiet in zip(decoded, first, n_samples, language_probs, quiet)
         ]
         if options.word_timestamps:
             results = _with_words(model, features, results, [samples // HOP_LENGTH for samples in n_samples])
@@ -290,10 +296,12 @@ def _languages(model: Whisper, features: torch.Tensor, language: str | None) -> 
 
 def _decode_with_fallback(
     model: Whisper, features: torch.Tensor, options: WindowOptions, prompts: Sequence[Sequence[int]], languages: list[str]
-) -> tuple[list[DecodingResult], list[bool]]:
-    """The final decode of each row, and whether it still failed at the last temperature."""
-    results: list[DecodingResult | None] = [None] * features.shape[0]
-    pending = list(range(features.shape[0]))
+) -> tuple[list[DecodingResult], list[DecodingResult]]:
+    """The final decode of each row, and its first (lowest temperature) decode."""
+    rows = features.shape[0]
+    results: list[DecodingResult] = []
+    first: list[DecodingResult] = []
+    pending = list(range(rows))
     for temperature in options.temperatures:
         index = torch.tensor(pending, device=features.device)
         decoded = decode_features(
@@ -303,13 +311,15 @@ def _decode_with_fallback(
             [prompts[i] for i in pending],
             [languages[i] for i in pending],
         )
-        for row, result in zip(pending, decoded):
-            results[row] = result
-        pending = [row for row, result in zip(pending, decoded) if options.needs_fallback(result)]
+        if not first:
+            results, first = list(decoded), list(decoded)
+        else:
+            for row, result in zip(pending, decoded):
+                results[row] = result
+        pending = [row for row in pending if options.needs_fallback(results[row], first[row])]
         if not pending:
             break
-    exhausted = [row in pending for row in range(len(results))]
-    return [r for r in results if r is not None], exhausted
+    return results, first
 
 
 def _window_result(
@@ -318,10 +328,8 @@ def _window_result(
     duration: float,
     language_probs: dict[str, float] | None,
     options: WindowOptions,
-    quiet: bool,
-    exhausted: bool,
+    silence: bool,
 ) -> WindowResult:
-    silence = quiet or options.is_silence(result, exhausted)
     segments: list[Segment] = []
     seek = duration
     if not silence:
@@ -329,7 +337,7 @@ def _window_result(
         pieces, seek = split_segments(result.tokens, tokenizer.timestamp_begin, duration)
         for start, end, tokens, complete in pieces:
             text = tokenizer.decode(tokens)
-            if not text.strip():
+            if not any(c.isalnum() for c in text):  # nothing said: empty, or only punctuation
                 continue
             segments.append(
                 Segment(

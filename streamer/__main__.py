@@ -20,6 +20,7 @@ log = logging.getLogger("streamer")
 
 async def run_daemon(argv: list[str]) -> int:
     config = load_config(None, argv)
+    logging.getLogger().setLevel(config.server.log_level.upper())
     worker = ModelWorker(config.model, config.stream)
     worker.start()  # loads the model in its own thread while the socket opens
     server = StreamerServer(config, worker)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 
 
@@ -36,12 +37,14 @@ class ServerConfig:
     max_streams: int = 16
     static_dir: str = ""  # empty: the package's streamer/static
     shutdown_timeout: float = 10.0  # seconds to finalise streams on SIGTERM before closing anyway
+    log_level: str = "info"  # debug | info | warning | error
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
         _check(self.max_frame_bytes >= 1024, f"server.max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
         _check(self.max_streams >= 1, f"server.max_streams must be >= 1, got {self.max_streams}")
         _check(self.shutdown_timeout > 0, f"server.shutdown_timeout must be > 0, got {self.shutdown_timeout}")
+        _check(self.log_level in LOG_LEVELS, f"server.log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class ModelConfig:
     model: str = "tiny.en"  # a name load_model knows, or a path
     device: str = "auto"  # auto: cuda when present, else cpu
     dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
-    threads: int = 0  # torch intra-op threads of the worker; 0 keeps torch's default
+    threads: int = 1  # torch intra-op threads of the worker; 0: all cores (spin-waiting threads lose on shared cores)
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
     max_batch: int = 8  # streams decoded together in one worker step
     temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
@@ -81,21 +84,26 @@ class StreamConfig:
     first_tick: float = 0.3  # seconds of speech before an utterance's first decode
     endpoint_silence: float = 0.5  # silence after speech that commits everything pending
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
+    trim_after: float = 8.0  # a longer buffer is cut after its last committed word even mid-segment
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
     prompt_chars: int = 200  # committed text given back to the decoder as the previous context
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
+    # With no_speech_prob over its threshold, text whose mean word probability is below this is noise.
+    doubtful_word_probability: float = 0.5
 
     def __post_init__(self) -> None:
         _check(0.05 <= self.tick_interval <= 10.0, f"stream.tick_interval must be in 0.05..10 s, got {self.tick_interval}")
         _check(0.05 <= self.first_tick <= 10.0, f"stream.first_tick must be in 0.05..10 s, got {self.first_tick}")
         _check(0.1 <= self.endpoint_silence <= 10.0, f"stream.endpoint_silence must be in 0.1..10 s, got {self.endpoint_silence}")
         _check(2.0 <= self.max_buffer <= 29.0, f"stream.max_buffer must be in 2..29 s, got {self.max_buffer}")
+        _check(1.0 <= self.trim_after <= self.max_buffer, f"stream.trim_after must be in 1..max_buffer s, got {self.trim_after}")
         _check(self.max_session_seconds > 0, f"stream.max_session_seconds must be > 0, got {self.max_session_seconds}")
         _check(self.prompt_chars >= 0, f"stream.prompt_chars must be >= 0, got {self.prompt_chars}")
         _check(0.0 <= self.no_speech_threshold <= 1.0, f"stream.no_speech_threshold must be in 0..1, got {self.no_speech_threshold}")
         _check(self.compression_ratio_threshold > 1.0, "stream.compression_ratio_threshold must be > 1")
+        _check(0.0 <= self.doubtful_word_probability <= 1.0, "stream.doubtful_word_probability must be in 0..1")
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,7 @@ def decode_frame(frame: bytes | str, framing: Framing) -> ClientMessage:
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except (msgpack.UnpackException, ValueError) as exc:
-        raise ProtocolError(CloseCode.MALFORMED, f"binary frame is not a msgpack map: {exc}") from exc
+        raise ProtocolError(CloseCode.MALFORMED, f"binary frame is not msgpack ({type(exc).__name__}: {exc})") from exc
     return _parse_map(body, framing)
 
 

@@ -110,11 +110,9 @@ class DetachedSessions(Generic[StreamT]):
             del self._parked[session_id]
         return gone
 
-    def drain(self) -> list[tuple[str, StreamT]]:
-        """Removes and returns every parked session (shutdown)."""
-        gone = [(sid, e.stream) for sid, e in self._parked.items()]
-        self._parked.clear()
-        return gone
+    def discard(self, session_id: str) -> None:
+        """Forgets a parked session that failed (no resume can help it)."""
+        self._parked.pop(session_id, None)
 
     def next_expiry(self) -> float | None:
         return min((e.expires_at for e in self._parked.values()), default=None)

@@ -40,7 +40,8 @@ from .vad import SpeechEnd, SpeechStart, VoiceActivityDetector
 
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.15  # s a decode must have heard past the end of speech to stand for the final one
-REPEAT_WINDOW = 0.3  # s: a first word this close to the cut that repeats the last stable word is a re-hearing
+OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may be placed this much later than before
+MAX_OVERLAP_WORDS = 5  # longest committed tail searched for at the head of a new hypothesis
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class Session:
         self._buffer = AudioBuffer()
         self._fixed_language = language != "auto" or not model.multilingual
         self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
-        self._prompt = ""  # committed text tail given to the decoder
-        self._last_committed: Word | None = None
+        self._prompt = ""  # committed text before the buffer, given to the decoder as context
+        self._committed_in_buffer: list[Word] = []  # committed words whose audio is still in the buffer
         self._next_stable_id = 0
         self._speech_pending = False  # the uncommitted audio may hold speech
         self._speech_epoch = 0  # speech starts seen; tells a result whether speech began after its request
@@ -179,6 +180,9 @@ class Session:
         return messages
 
     def _trim_silence(self) -> None:
+        """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
+        self._extend_prompt("".join(w.text for w in self._committed_in_buffer))
+        self._committed_in_buffer = []
         keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
         self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
 
@@ -196,8 +200,16 @@ class Session:
             return False
         if self._final_reason is not None:
             return True
+        voice_end = int(self._vad.last_voiced_end * SAMPLE_RATE)
+        heard_past_voice = voice_end + int(ENDPOINT_MARGIN * SAMPLE_RATE)
+        if self._last_request_end < heard_past_voice <= self._buffer.end:
+            # Once per pause, a decode that hears just past the last voiced frame: if the pause
+            # turns out to be an endpoint, its hypothesis is committed without another decode.
+            return True
+        # Silence after the last decode would not change its text: wait for speech or the endpoint.
+        new_voice = voice_end > self._last_request_end
         new_audio = self._buffer.end - self._last_request_end
-        return new_audio >= self._config.stream.tick_interval * SAMPLE_RATE
+        return new_voice and new_audio >= self._config.stream.tick_interval * SAMPLE_RATE
 
     @property
     def final_pending(self) -> bool:
@@ -273,31 +285,67 @@ class Session:
         committed, remaining = words[:count], words[count:]
         if committed:
             messages.extend(self._commit(committed, language))
-            last, following = committed[-1], remaining[0] if remaining else None
-            cut = last.end if following is None or following.start <= last.end else (last.end + following.start) / 2
-            self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
         if self._hypothesis is not None:
             self._hypothesis = _Heard(remaining, self._hypothesis.window_end, self._hypothesis.epoch, self._hypothesis.language)
-        if final:
-            if truncated:
-                self._final_reason = self._final_reason or "full"
-            elif self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech):
-                self._speech_pending = False
-                self._final_reason = None  # a flush or stop that came meanwhile has nothing left to do
-                self._endpoint_time = None
-                self._hypothesis = None
-                self._policy.reset()
-                remaining = []
-                self._trim_silence()
+        done = final and not truncated and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
+        if committed:
+            self._trim_committed(remaining[0] if remaining else None, everything=final)
+        if final and truncated:
+            self._final_reason = self._final_reason or "full"
+        if done:
+            self._speech_pending = False
+            self._final_reason = None  # a flush or stop that came meanwhile has nothing left to do
+            self._endpoint_time = None
+            self._hypothesis = None
+            self._policy.reset()
+            remaining = []
+            self._trim_silence()
         messages.extend(self._update_partial(remaining))
         return messages
+
+    def _trim_committed(self, following: Word | None, *, everything: bool) -> None:
+        """Cuts the buffer after committed words: at the end of the last committed Whisper segment,
+        or after all of them at a final commit or when the buffer grew past `stream.trim_after`.
+
+        Audio of committed words that stays in the buffer is heard again by the next decode (that
+        context helps it); their re-heard words are then dropped by `_new_words`.
+        """
+        in_buffer = self._committed_in_buffer
+        cut_after = len(in_buffer) - 1 if everything or self._buffer.duration >= self._config.stream.trim_after else None
+        if cut_after is None:
+            closing = [i for i, w in enumerate(in_buffer) if w.ends_segment]
+            cut_after = closing[-1] if closing else None
+        if cut_after is None:
+            return
+        last = in_buffer[cut_after]
+        nxt = in_buffer[cut_after + 1] if cut_after + 1 < len(in_buffer) else following
+        # Between two words (their gap's middle) rather than on an edge the alignment may misplace.
+        cut = last.end if nxt is None or nxt.start <= last.end else (last.end + nxt.start) / 2
+        self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
+        self._extend_prompt("".join(w.text for w in in_buffer[: cut_after + 1]))
+        self._committed_in_buffer = in_buffer[cut_after + 1 :]
+
+    def _extend_prompt(self, text: str) -> None:
+        """The prompt is the committed text before the buffer: the decoder's previous context."""
+        text = self._prompt + text
+        limit = self._config.stream.prompt_chars
+        if len(text) > limit:
+            # Cut at a word boundary, so the prompt never starts with half a word.
+            text = text[len(text) - limit :]
+            space = text.find(" ")
+            text = text[space:] if space >= 0 else ""
+        self._prompt = text
 
     def _guarded_words(self, request: TickRequest, hypothesis: Hypothesis) -> list[Word]:
         """The hypothesis' words in stream time, minus what the hallucination guards reject."""
         stream = self._config.stream
-        if hypothesis.no_speech_prob > stream.no_speech_threshold and hypothesis.avg_logprob < stream.logprob_threshold:
-            return []  # silence, music or noise that the VAD let through
-        words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
+        if hypothesis.no_speech_prob > stream.no_speech_threshold and hypothesis.words:
+            # The model doubts there is speech; noise the VAD let through reads as a word or two
+            # of low probability ("Yeah."), so a doubtful text is not trusted either.
+            mean_probability = sum(w.probability for w in hypothesis.words) / len(hypothesis.words)
+            if hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
+                return []
+        words = self._new_words([_clamped(w.shifted(request.window_start)) for w in hypothesis.words])
         loop_at = find_repetition_loop(words)
         if hypothesis.compression_ratio > stream.compression_ratio_threshold and loop_at is None:
             loop_at = 0  # repetitive beyond what we can locate: trust none of it
@@ -306,9 +354,22 @@ class Session:
             words = words[:loop_at]
             self._prompt = ""
             self._policy.reset()
-        last = self._last_committed
-        if words and last is not None and word_key(words[0]) == word_key(last) and words[0].start < request.window_start + REPEAT_WINDOW:
-            words = words[1:]  # the tail of the last stable word, heard again after the cut
+        return words
+
+    def _new_words(self, words: list[Word]) -> list[Word]:
+        """Drops the words of a hypothesis that re-hear committed audio still in the buffer:
+        those before the last commit (by time), then a head that repeats the committed tail."""
+        committed = self._committed_in_buffer
+        if not committed:
+            return words
+        last_end = committed[-1].end
+        words = [w for w in words if w.start > last_end - OVERLAP_TOLERANCE]
+        if words and abs(words[0].start - last_end) < 1.0:
+            tail = [word_key(w) for w in committed[-MAX_OVERLAP_WORDS:]]
+            head = [word_key(w) for w in words[:MAX_OVERLAP_WORDS]]
+            for n in range(min(len(tail), len(head)), 0, -1):
+                if tail[-n:] == head[:n]:
+                    return words[n:]
         return words
 
     def _commit(self, words: list[Word], language: str) -> list[Stable]:
@@ -330,15 +391,7 @@ class Session:
                 )
                 self._next_stable_id += 1
                 group = []
-        self._last_committed = words[-1]
-        text = self._prompt + "".join(w.text for w in words)
-        limit = self._config.stream.prompt_chars
-        if len(text) > limit:
-            # Cut at a word boundary, so the prompt never starts with half a word.
-            text = text[len(text) - limit :]
-            space = text.find(" ")
-            text = text[space:] if space >= 0 else ""
-        self._prompt = text
+        self._committed_in_buffer = self._committed_in_buffer + list(words)
         return stables
 
     def _update_partial(self, words: list[Word]) -> list[ServerMessage]:

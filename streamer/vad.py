@@ -47,6 +47,11 @@ class VoiceActivityDetector:
         self._last_voiced_frame = -1
         self.in_speech = False
 
+    @property
+    def last_voiced_end(self) -> float:
+        """Stream time (s) where the last voiced frame ended; 0 before any."""
+        return (self._last_voiced_frame + 1) * FRAME_SECONDS
+
     def feed(self, samples: np.ndarray) -> list[VadTransition]:
         """Classifies the complete 30 ms frames in `samples` (16 kHz float32); returns transitions."""
         pcm = np.clip(samples * 32768.0, -32768, 32767).astype(np.int16)

@@ -139,7 +139,9 @@ class ModelWorker:
             results = decode_windows(model, [requests[i].audio for i in rows], options, prompts)
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
-        return BatchResult(tuple(h for h in hypotheses if h is not None), time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        log.debug("decoded %d window(s), %.1f s of audio, in %.2f s", len(requests), sum(len(r.audio) for r in requests) / 16000, seconds)
+        return BatchResult(tuple(h for h in hypotheses if h is not None), seconds)
 
 
 def to_hypothesis(result: WindowResult) -> Hypothesis:

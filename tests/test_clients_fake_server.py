@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mimetypes
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgpack
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class ScriptSegment:
 class FakeSession:
     start: dict
     json_mode: bool
+    path: str = "/v1/stream"
     audio: bytearray = field(default_factory=bytearray)
     frame_sizes: list[int] = field(default_factory=list)
     flushes: int = 0
@@ -38,19 +44,35 @@ class FakeSession:
 
 
 class FakeDaemon:
-    def __init__(self, scripts: dict[str, Sequence[ScriptSegment]] | None = None, refuse_language: str = "xx") -> None:
-        # Which script a session gets: by its `language` (so one fake serves several meeting streams), else "".
-        self.scripts = scripts or {"": ()}
+    def __init__(
+        self, *scripts: Sequence[ScriptSegment], refuse_language: str = "xx", static_dir: Path | None = None, drop_first_after_s: float | None = None
+    ) -> None:
+        # The k-th session gets the k-th script (the last one when there are fewer): meeting streams differ.
+        self.scripts = scripts or ((),)
         self.refuse_language = refuse_language
+        self.static_dir = static_dir  # serve the browser page, like the daemon does at /
+        self.drop_first_after_s = drop_first_after_s  # cut the first connection (no close frame) after this much audio
         self.sessions: list[FakeSession] = []
         self.url = ""
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[FakeDaemon]:
-        async with serve(self._handle, "127.0.0.1", 0, compression=None) as server:
+        async with serve(self._handle, "127.0.0.1", 0, compression=None, process_request=self._http) as server:
             port = server.sockets[0].getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}/v1/stream"
+            self.http_url = f"http://127.0.0.1:{port}"
             yield self
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/v1/stream" or self.static_dir is None:
+            return None
+        target = self.static_dir / (path.lstrip("/") or "index.html")
+        if not target.is_file():
+            return connection.respond(404, "not found\n")
+        body = target.read_bytes()
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return Response(200, "OK", Headers([("Content-Type", kind), ("Content-Length", str(len(body)))]), body)
 
     async def _fail(self, ws: ServerConnection, session: FakeSession | None, code: int, message: str) -> None:
         body = {"type": "error", "code": code, "message": message}
@@ -67,8 +89,11 @@ class FakeDaemon:
                     if start.get("type") != "start":
                         await self._fail(ws, None, 4409, "expected start")
                         return
-                    session = FakeSession(start, json_mode)
+                    session = FakeSession(start, json_mode, ws.request.path if ws.request else "")
                     self.sessions.append(session)
+                    if "resume" in start:  # this fake keeps no sessions to resume
+                        await self._fail(ws, session, 4404, "unknown session")
+                        return
                     if start.get("language") == self.refuse_language:
                         await self._fail(ws, session, 4415, f"unsupported language {self.refuse_language!r}")
                         return
@@ -85,8 +110,8 @@ class FakeDaemon:
         rate, channels = start.get("sample_rate", 16000), start.get("channels", 1)
         width = {"pcm_s16le": 2, "f32le": 4}[start.get("encoding", "pcm_s16le")]
         language = start.get("language", "auto")
-        script = list(self.scripts.get(language, self.scripts.get("", ())))
-        await self._send(ws, session, {"type": "ready", "session_id": "fake", "protocol": 1, "model": "fake", "sample_rate": rate})
+        script = list(self.scripts[min(len(self.sessions) - 1, len(self.scripts) - 1)])
+        await self._send(ws, session, {"type": "ready", "session_id": f"fake-{len(self.sessions)}", "protocol": 1, "model": "fake", "sample_rate": rate})
         await self._send(ws, session, {"type": "language", "language": "en" if language == "auto" else language, "probability": 1.0})
         next_id = 0
 
@@ -121,6 +146,10 @@ class FakeDaemon:
                     return
                 session.audio += data
                 session.frame_sizes.append(len(data))
+                seconds = len(session.audio) / (width * channels) / rate
+                if self.drop_first_after_s is not None and session is self.sessions[0] and seconds >= self.drop_first_after_s:
+                    ws.transport.abort()  # the daemon "crashes": no close frame, the client sees 1006
+                    return
                 await emit(len(session.audio) / (width * channels) / rate, final=False)
             elif kind == "flush":
                 session.flushes += 1

@@ -28,7 +28,7 @@ from tests.test_clients_fake_server import FakeDaemon
 from tests.test_writers import assert_caption_rules, parse_srt
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIP_ID = "jfk_inaugural_excerpt"
+CLIP_ID = "ls_1272-128104-0000"  # a clear start: streaming tiny.en drops nothing
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,15 @@ async def capture_while_playing(env: dict[str, str], url: str, clip: Clip, outpu
         sys.executable, "-m", "clients.mic", "--device", "pulse", "--url", url, "--duration", f"{duration}", "--output", str(output),
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    await asyncio.sleep(1.0)  # the client connects and opens the device
+    assert mic.stdout is not None
+    first = await asyncio.wait_for(mic.stdout.readline(), timeout=60)
+    if not first.startswith(b"[capturing from"):  # it failed to start: report what it said
+        out, err = await mic.communicate()
+        return mic.returncode or 0, (first + out).decode(), err.decode()
     player = await asyncio.create_subprocess_exec("paplay", "-d", "virt", str(clip.path), env=env)
     assert await player.wait() == 0
     out, err = await asyncio.wait_for(mic.communicate(), timeout=duration + 60)
-    return mic.returncode or 0, out.decode(), err.decode()
+    return mic.returncode or 0, (first + out).decode(), err.decode()
 
 
 def test_mic_streams_the_devices_native_rate(virtual_microphone: dict[str, str], clip: Clip, tmp_path: Path) -> None:
@@ -135,9 +139,11 @@ def test_mic_streams_the_devices_native_rate(virtual_microphone: dict[str, str],
     original = read_audio(clip.path).samples[:, 0].astype(np.float32)
     heard = soxr.resample(captured, rate, 16000)
     lag = int(np.argmax(np.correlate(heard, original[16000:20000], mode="valid"))) - 16000
-    assert lag >= 0
-    aligned = heard[lag : lag + len(original)]
-    correlation = np.corrcoef(aligned, original[: len(aligned)])[0, 1]
+    # PulseAudio may drop the first moments of a new playback (the clip opens with silence).
+    assert lag >= -1600, lag
+    skipped = max(0, -lag)
+    aligned = heard[max(0, lag) : max(0, lag) + len(original) - skipped]
+    correlation = np.corrcoef(aligned, original[skipped : skipped + len(aligned)])[0, 1]
     assert correlation > 0.9, correlation
 
 
@@ -154,3 +160,28 @@ def test_mic_captions_the_virtual_microphone_with_the_daemon(virtual_microphone:
     assert_caption_rules(cues)
     text = " ".join(" ".join(c.lines) for c in cues)
     assert word_error_rate([clip.text], [text]) <= 0.10, text
+
+
+def test_ctrl_c_stops_cleanly(virtual_microphone: dict[str, str], clip: Clip, tmp_path: Path) -> None:
+    import signal
+
+    async def scenario() -> tuple[int, str, FakeDaemon]:
+        async with FakeDaemon().running() as fake:
+            mic = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "clients.mic", "--device", "pulse", "--url", fake.url, "--output", str(tmp_path / "t.txt"),
+                cwd=ROOT, env=virtual_microphone, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            assert mic.stdout is not None
+            assert (await asyncio.wait_for(mic.stdout.readline(), timeout=60)).startswith(b"[capturing from")
+            player = await asyncio.create_subprocess_exec("paplay", "-d", "virt", str(clip.path), env=virtual_microphone)
+            while not fake.sessions or len(fake.sessions[0].audio) < 2 * 44100:  # a second of audio has arrived
+                await asyncio.sleep(0.05)
+            mic.send_signal(signal.SIGINT)
+            await player.wait()
+            _, err = await asyncio.wait_for(mic.communicate(), timeout=30)
+            return mic.returncode or 0, err.decode(), fake
+
+    code, err, fake = asyncio.run(scenario())
+    assert code == 0, err
+    assert fake.sessions[0].stopped  # `stop` was sent and `end` awaited, not a dropped connection
+    assert len(fake.sessions[0].audio) / 2 / fake.sessions[0].start["sample_rate"] >= 0.9

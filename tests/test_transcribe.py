@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.data import long_clip_reference
 from benchmarks.wer import word_error_rate
@@ -54,10 +55,10 @@ def test_dtw_finds_the_cheap_diagonal_and_matches_the_loop():
     assert cost[rows, cols].sum() == pytest.approx(total[n, m])
     assert rows[0] == 0 and cols[0] == 0 and rows[-1] == n - 1 and cols[-1] == m - 1
     assert np.all(np.diff(rows) >= 0) and np.all(np.diff(cols) >= 0)
-    import torch
 
     x = torch.tensor([[1.0, 9.0, 2.0, 3.0, 8.0, 4.0, 5.0]])
-    assert median_filter(x, 3).tolist() == [[1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 5.0]]
+    # Reflect padding, as openai: the edges see [9, 1, 9] and [4, 5, 4].
+    assert median_filter(x, 3).tolist() == [[9.0, 2.0, 3.0, 3.0, 4.0, 5.0, 4.0]]
 
 
 # ---------------------------------------------------------------- the real model
@@ -72,7 +73,10 @@ def test_windows_with_prompts_batch_like_alone(tiny_en, shared_data):
     together = decode_windows(tiny_en, audio, options, prompts)
     alone = [decode_windows(tiny_en, [a], options, [p])[0] for a, p in zip(audio, prompts)]
     assert [r.tokens for r in together] == [r.tokens for r in alone]
-    assert [r.segments for r in together] == [r.segments for r in alone]
+    for a, b in zip(together, alone):
+        assert [(s.start, s.end, s.text, s.tokens) for s in a.segments] == [(s.start, s.end, s.text, s.tokens) for s in b.segments]
+        assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=1e-4)
+        assert a.no_speech_prob == pytest.approx(b.no_speech_prob, abs=1e-4)
     for result, clip in zip(together, clips):
         assert not result.silence and result.language == "en" and result.temperature == 0.0
         assert word_error_rate([clip.text], [result.text]) < 0.15
@@ -90,29 +94,32 @@ def test_nonspeech_gives_no_text(tiny_en, shared_data):
 
 def test_long_form_with_word_timestamps(tiny_en, shared_data):
     clip = clip_by_id(shared_data, "long_mixed_speakers")
-    audio = load_audio(clip.path)
-    duration = len(audio) / SAMPLE_RATE
+    # Its first 49 s: two windows and more, six utterances from different recordings.
+    cut = 49.0
+    utterances = [u for u in clip.segments if u.end_s <= cut]
+    reference = " ".join(clip_by_id(shared_data, u.id).text for u in utterances)
+    audio = load_audio(clip.path)[: round(cut * SAMPLE_RATE)]
     progress: list[float] = []
     transcript = transcribe(tiny_en, audio, WindowOptions(language="en", word_timestamps=True), on_progress=progress.append)
-    assert sum(progress) == pytest.approx(duration, abs=0.02)
+    assert sum(progress) == pytest.approx(cut, abs=0.02)
     assert transcript.language == "en"
-    assert word_error_rate([long_clip_reference(clip)], [transcript.text]) < 0.06
+    assert word_error_rate([reference], [transcript.text]) < 0.06
     segments = transcript.segments
     assert len(segments) >= 5 and [s.id for s in segments] == list(range(len(segments)))
     for previous, segment in zip(segments, segments[1:]):
         assert previous.end <= segment.start  # ordered, no overlap
     for segment in segments:
-        assert 0 <= segment.start <= segment.end <= duration + 0.01
+        assert 0 <= segment.start <= segment.end <= cut + 0.01
         assert segment.words and "".join(w.word for w in segment.words).strip() == segment.text.strip()
         for word in segment.words:
             assert segment.start - 0.01 <= word.start <= word.end <= segment.end + 0.01
             assert 0 <= word.probability <= 1
     words = [w for s in segments for w in s.words]
     assert all(a.start <= b.start for a, b in zip(words, words[1:]))
-    # Words are where the utterances are: each source utterance's first word starts near it.
-    starts = [w.start for w in words]
-    for utterance in clip.segments[1:]:
-        assert min(abs(s - utterance.start_s) for s in starts) < 1.0
+    # Words lie on the utterances, not in the 0.8 s gaps between them.
+    for word in words:
+        middle = (word.start + word.end) / 2
+        assert any(u.start_s - 0.3 <= middle <= u.end_s + 0.3 for u in utterances), word
 
 
 def test_cli_writes_json_and_prints_text(shared_data, tmp_path, capsys):
