@@ -20,7 +20,8 @@ from .worker import ModelWorker
 
 log = logging.getLogger("streamer.scheduler")
 
-BEHIND_LOG_INTERVAL = 10.0  # s between two "falling behind" warnings
+BEHIND_FACTOR = 2.0  # a batch slower than this many tick intervals means streams wait for the worker
+BEHIND_LOG_INTERVAL = 30.0  # s between two "falling behind" warnings
 
 
 class TickScheduler:
@@ -78,7 +79,8 @@ class TickScheduler:
                 session.abandon_request(request)
                 self._fail(session, exc)
             return
-        if result.seconds > self._tick_interval and time.monotonic() - self._last_behind_log > BEHIND_LOG_INTERVAL:
+        behind = result.seconds > BEHIND_FACTOR * self._tick_interval
+        if behind and time.monotonic() - self._last_behind_log > BEHIND_LOG_INTERVAL:
             self._last_behind_log = time.monotonic()
             log.warning(
                 "worker falling behind: a batch of %d stream(s) took %.2f s (tick interval %.2f s); ticks are spaced out",

@@ -39,7 +39,7 @@ from .tick import Hypothesis, TickRequest, Word
 from .vad import SpeechEnd, SpeechStart, VoiceActivityDetector
 
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
-ENDPOINT_MARGIN = 0.15  # s a decode must have heard past the end of speech to stand for the final one
+ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may be placed this much later than before
 MAX_OVERLAP_WORDS = 5  # longest committed tail searched for at the head of a new hypothesis
 

@@ -131,14 +131,14 @@ def http_url(request: pytest.FixtureRequest) -> str:
 
 
 async def settled_text(tab: DevTools, selector_js: str, after_s: float, quiet_s: float, limit_s: float) -> str:
-    """The expression's value once `after_s` has passed and it has not changed for `quiet_s`."""
+    """The expression's value once `after_s` has passed and it has been non-empty and unchanged for `quiet_s`."""
     began = time.monotonic()
     text, changed = "", began
     while time.monotonic() - began < limit_s:
         now_text = await tab.evaluate(selector_js)
         if now_text != text:
             text, changed = now_text, time.monotonic()
-        elif time.monotonic() - began >= after_s and time.monotonic() - changed >= quiet_s:
+        elif text and time.monotonic() - began >= after_s and time.monotonic() - changed >= quiet_s:
             break
         await asyncio.sleep(0.25)
     return text

@@ -114,7 +114,12 @@ async function start() {
   setStatus("Starting the microphone…");
   stream = new CaptionStream(
     streamUrl(location),
-    { json: params.get("json") === "1", language: params.get("language") || "auto", sampleRate: TARGET_RATE },
+    {
+      json: params.get("json") === "1",
+      language: params.get("language") || "auto",
+      sampleRate: TARGET_RATE,
+      offset: segments.length ? segments[segments.length - 1].end : 0, // Start after Stop continues the timeline
+    },
     {
       onReady: () => setStatus("Listening. Captions appear as you speak."),
       onLanguage: (message) => {

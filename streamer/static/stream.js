@@ -26,7 +26,7 @@ export function streamUrl(location) {
 export class CaptionStream {
   // callbacks: onReady(ready), onLanguage(msg), onPartial(msg), onStable(segment with times on the
   // page's timeline), onStatus(text, kind), onEnd(), onFatal(text)
-  constructor(url, { json = false, language = "auto", sampleRate = 16000 }, callbacks) {
+  constructor(url, { json = false, language = "auto", sampleRate = 16000, offset = 0 }, callbacks) {
     this.url = url;
     this.json = json;
     this.language = language;
@@ -39,7 +39,7 @@ export class CaptionStream {
     this.retryTimer = null;
     this.sessionId = null;
     this.lastStableId = -1;
-    this.offset = 0; // seconds: where the current session's time 0 lies on the page's timeline
+    this.offset = offset; // seconds: where the current session's time 0 lies on the page's timeline
     this.sessionSamples = 0;
   }
 

@@ -1,0 +1,84 @@
+"""Backpressure: a slow worker spaces ticks out for every stream; no stream is queued twice,
+one batch is in flight at a time, and no audio is skipped (a stand-in worker, real sessions)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from benchmarks.data import clips_of, data_available
+from model.audio import SAMPLE_RATE, load_audio
+from streamer.config import Config, StreamConfig
+from streamer.protocol import Start
+from streamer.scheduler import TickScheduler
+from streamer.session import ModelInfo, Session
+from streamer.tick import Hypothesis, TickRequest
+from streamer.worker import BatchResult
+
+pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
+
+
+class SlowWorker:
+    """Answers each batch after `delay` seconds from its own thread, with empty hypotheses."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.batches: list[list[TickRequest]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def submit(self, requests: list[TickRequest]) -> Future[BatchResult]:
+        future: Future[BatchResult] = Future()
+        self.batches.append(list(requests))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        def answer() -> None:
+            time.sleep(self.delay)
+            self.in_flight -= 1
+            silent = Hypothesis((), "en", 1.0, -0.2, 0.01, 1.0)
+            future.set_result(BatchResult(tuple(silent for _ in requests), self.delay))
+
+        threading.Thread(target=answer, daemon=True).start()
+        return future
+
+
+def test_a_slow_worker_spaces_ticks_out_without_dropping_audio() -> None:
+    clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
+    speech = load_audio(clip.path)[: 6 * SAMPLE_RATE]
+    pcm = (speech * 32767).astype("<i2")
+    worker = SlowWorker(delay=0.4)
+    config = Config(stream=StreamConfig(tick_interval=0.1))
+    sessions = {f"s{i}": Session(f"s{i}", Start(), config, ModelInfo("tiny.en", False)) for i in range(3)}
+
+    async def scenario() -> None:
+        scheduler = TickScheduler(worker, sessions, deliver=lambda s, m: None, fail=lambda s, e: None, max_batch=2, tick_interval=0.1)
+        task = asyncio.create_task(scheduler.run())
+        frame = 1600  # 0.1 s, sent at twice real time
+        for offset in range(0, len(pcm), frame):
+            for session in sessions.values():
+                session.on_audio(pcm[offset : offset + frame].tobytes())
+            scheduler.wake()
+            await asyncio.sleep(0.05)
+        while any(s.in_flight for s in sessions.values()) or worker.in_flight:
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert worker.max_in_flight == 1
+    assert all(len({r.session_id for r in batch}) == len(batch) <= 2 for batch in worker.batches)
+    # 0.1 s ticks over 6 s would be 60 per stream; 3 s of a 0.4 s worker, 2 streams a batch, allow ~10.
+    per_session = {sid: [r for b in worker.batches for r in b if r.session_id == sid] for sid in sessions}
+    assert all(3 <= len(requests) <= 12 for requests in per_session.values()), {k: len(v) for k, v in per_session.items()}
+    for requests in per_session.values():
+        ends = [r.window_end for r in requests]
+        assert ends == sorted(ends)
+        # Nothing was committed (silent hypotheses), so every decode starts where the speech did
+        # and covers all audio received by then: the last one reaches the end of the stream.
+        assert len({r.window_start for r in requests}) == 1
+        assert np.isclose(ends[-1], 6.0, atol=0.2)
