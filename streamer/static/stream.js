@@ -4,6 +4,7 @@
 
 const RETRY_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4429]); // worth trying again
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
+const MAX_PENDING_SECONDS = 30; // audio held while (re)connecting
 
 export const CLOSE_MEANINGS = {
   4400: "the daemon could not read a message",
@@ -41,6 +42,8 @@ export class CaptionStream {
     this.lastStableId = -1;
     this.offset = offset; // seconds: where the current session's time 0 lies on the page's timeline
     this.sessionSamples = 0;
+    this.pending = []; // audio captured before the session is ready
+    this.pendingBytes = 0;
   }
 
   encode(message) {
@@ -79,6 +82,7 @@ export class CaptionStream {
         this.ready = true;
         this.attempt = 0;
         this.on.onReady(message);
+        this.flushPending();
         break;
       case "language":
         this.on.onLanguage(message);
@@ -113,10 +117,25 @@ export class CaptionStream {
   }
 
   sendAudio(pcm) {
-    // Audio captured while (re)connecting is dropped: captions follow the live microphone.
-    if (!this.ready || this.stopping) return;
+    if (this.stopping) return;
+    if (!this.ready) {
+      // Held while (re)connecting and sent once the session is ready, so the first words
+      // (spoken while the socket opens) are not lost; bounded so a long outage drops the
+      // oldest audio rather than growing without end.
+      this.pending.push(pcm);
+      this.pendingBytes += pcm.byteLength;
+      while (this.pendingBytes > MAX_PENDING_SECONDS * this.sampleRate * 2) this.pendingBytes -= this.pending.shift().byteLength;
+      return;
+    }
     this.socket.send(this.json ? pcm : MessagePack.encode({ type: "audio", data: new Uint8Array(pcm) }));
     this.sessionSamples += pcm.byteLength / 2;
+  }
+
+  flushPending() {
+    const held = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const pcm of held) this.sendAudio(pcm);
   }
 
   stop() {
