@@ -19,7 +19,7 @@ from torch import Tensor
 
 from model.audio import CHUNK_LENGTH
 from model.tokenizer import TASKS, Tokenizer, get_tokenizer, normalize_language
-from model.whisper import Whisper
+from model.whisper import KVCache, Whisper
 
 TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 audio positions)
 
@@ -170,9 +170,10 @@ class ApplyTimestampRules:
         self.no_timestamps = tokenizer.no_timestamps
         self.timestamp_begin = tokenizer.timestamp_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
-        self._vocab: Tensor | None = None
+        self._positions: Tensor | None = None
 
     def apply(self, logits: Tensor, sampled: Tensor) -> None:
+        # Masks touch the timestamp columns, or whole rows picked by index: a step stays cheap.
         begin = self.timestamp_begin
         logits[:, self.no_timestamps] = -math.inf
         if sampled.shape[1] == 0:
@@ -180,26 +181,29 @@ class ApplyTimestampRules:
             if self.max_initial_timestamp_index is not None:
                 logits[:, begin + self.max_initial_timestamp_index + 1 :] = -math.inf
         else:
-            if self._vocab is None or self._vocab.shape[0] != logits.shape[1] or self._vocab.device != logits.device:
-                self._vocab = torch.arange(logits.shape[1], device=logits.device)
-            vocab = self._vocab[None]
+            timestamps = logits[:, begin:]
             is_timestamp = sampled >= begin
             last = is_timestamp[:, -1]
             penultimate = is_timestamp[:, -2] if sampled.shape[1] >= 2 else torch.ones_like(last)
             # After a pair (or the opening timestamp) comes text; after text and a timestamp,
             # another timestamp or EOT.
-            forbidden = (last & penultimate)[:, None] & (vocab >= begin)
-            forbidden |= (last & ~penultimate)[:, None] & (vocab < self.eot)
-            # Timestamps are monotonic, so the last one is the largest.
-            last_timestamp = torch.where(is_timestamp, sampled, -1).amax(dim=1)
+            timestamps.masked_fill_((last & penultimate)[:, None], -math.inf)
             closing = last & ~penultimate
+            closing_rows = closing.nonzero()[:, 0]
+            if len(closing_rows):
+                logits[closing_rows, : self.eot] = -math.inf
+            # Timestamps are monotonic, so the last one is the largest; a segment is never empty.
+            last_timestamp = torch.where(is_timestamp, sampled - begin, -1).amax(dim=1)
             lowest_allowed = torch.where(closing, last_timestamp, last_timestamp + 1)
-            forbidden |= ((last_timestamp >= 0)[:, None]) & (vocab >= begin) & (vocab < lowest_allowed[:, None])
-            logits.masked_fill_(forbidden, -math.inf)
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        timestamp_logprob = logprobs[:, begin:].logsumexp(dim=-1)
-        max_text_logprob = logprobs[:, :begin].amax(dim=-1)
-        logits[:, :begin].masked_fill_((timestamp_logprob > max_text_logprob)[:, None], -math.inf)
+            if self._positions is None or self._positions.device != logits.device or len(self._positions) != timestamps.shape[1]:
+                self._positions = torch.arange(timestamps.shape[1], device=logits.device)
+            timestamps.masked_fill_(self._positions[None] < lowest_allowed[:, None], -math.inf)
+        # The timestamps' total probability against the best text token's (the normaliser cancels).
+        timestamp_mass = logits[:, begin:].logsumexp(dim=-1)
+        best_text = logits[:, :begin].amax(dim=-1)
+        rows = (timestamp_mass > best_text).nonzero()[:, 0]
+        if len(rows):
+            logits[rows, :begin] = -math.inf
 
 
 # ---------------------------------------------------------------- search strategies
@@ -243,8 +247,8 @@ class SamplingStrategy:
             tokens = logits.argmax(dim=-1)
         else:
             tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        sum_logprobs = sum_logprobs + logprobs.gather(1, tokens[:, None])[:, 0]
+        logprobs = logits.gather(1, tokens[:, None])[:, 0] - logits.logsumexp(dim=-1)
+        sum_logprobs = sum_logprobs + logprobs
         ended = tokens == self.eot
         if not bool(ended.any()):
             return Step(None, tokens, sum_logprobs)
@@ -405,12 +409,14 @@ def decode_features(
     if prompts is not None and options.prompt is not None:
         raise ValueError("give either options.prompt or per-row prompts, not both")
     language_probs: list[dict[str, float]] | None = None
-    if languages is None:
-        if options.language is None and model.is_multilingual:
+    if not model.is_multilingual:
+        languages = ["en"] * n_audio
+    elif languages is None:
+        if options.language is None:
             _, language_probs = detect_language(model, audio_features, model_tokenizer(model))
             languages = [max(p, key=p.get) for p in language_probs]
         else:
-            languages = [options.language or "en"] * n_audio
+            languages = [options.language] * n_audio
     elif len(languages) != n_audio:
         raise ValueError(f"{len(languages)} languages for {n_audio} windows")
 
@@ -486,7 +492,7 @@ def decode_features(
 
 def _search(
     model: Whisper,
-    cache,
+    cache: KVCache,
     tokens: Tensor,
     logits: Tensor,
     sum_logprobs: Tensor,
@@ -496,22 +502,42 @@ def _search(
     sample_begin: int,
     sample_len: int,
 ) -> list[list[Candidate]]:
-    """The token-by-token loop: filter, choose, drop finished rows, feed the next tokens."""
+    """The token-by-token loop: filter, choose, feed the chosen tokens.
+
+    `tokens`, `sum_logprobs` and `row_audio` describe the running rows; `slots` says which
+    cache row each one is. A finished row stays in the cache (fed a dummy token, its output
+    unused) until a quarter of the cache is finished: dropping rows copies the whole cache,
+    and an idle row costs only its cross-attention each step.
+    """
     n_ctx = model.dims.n_text_ctx
+    slots: Tensor | None = None  # None: the running rows are the cache rows, in order
     for _ in range(sample_len):
         sampled = tokens[:, sample_begin:]
         for logit_filter in filters:
             logit_filter.apply(logits, sampled)
         step = strategy.step(sampled, logits, sum_logprobs, row_audio)
-        if step.source is not None:  # rows finished (they leave the batch) or beams moved
+        if step.source is not None:  # rows finished, or beams moved
             row_audio = [row_audio[i] for i in step.source.tolist()]
             if not row_audio:
                 return strategy.finished()
             tokens = tokens[step.source]
-            cache.reorder(step.source)
+            moved = step.source if slots is None else slots[step.source]
+            only_dropped = bool((moved[1:] > moved[:-1]).all())
+            if only_dropped and len(row_audio) == cache.batch_size:
+                slots = None  # nothing moved
+            elif only_dropped and 4 * (cache.batch_size - len(row_audio)) < cache.batch_size:
+                slots = moved
+            else:
+                cache.reorder(moved)
+                slots = None
         tokens = torch.cat([tokens, step.tokens[:, None]], dim=1)
         sum_logprobs = step.sum_logprobs
         if tokens.shape[1] > n_ctx:
             break
-        logits = model.logits(tokens[:, -1:], cache)[:, -1]
+        if slots is None:
+            logits = model.logits(tokens[:, -1:], cache)[:, -1]
+        else:
+            feed = torch.zeros((cache.batch_size, 1), dtype=tokens.dtype, device=tokens.device)
+            feed[slots, 0] = step.tokens
+            logits = model.logits(feed, cache)[:, -1].index_select(0, slots)
     return strategy.finalize(tokens[:, sample_begin:], sum_logprobs, row_audio)

@@ -288,8 +288,10 @@ def _is_quiet(window: np.ndarray) -> bool:
 
 def _languages(model: Whisper, features: torch.Tensor, language: str | None) -> tuple[list[str], list[dict[str, float] | None]]:
     rows = features.shape[0]
-    if language is not None or not model.is_multilingual:
-        return [language or "en"] * rows, [None] * rows
+    if not model.is_multilingual:
+        return ["en"] * rows, [None] * rows
+    if language is not None:
+        return [language] * rows, [None] * rows
     _, probs = detect_language(model, features, model_tokenizer(model))
     return [max(p, key=p.get) for p in probs], list(probs)
 

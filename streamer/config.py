@@ -80,9 +80,9 @@ class VadConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    tick_interval: float = 0.5  # least seconds of new audio between two decodes of one stream
+    tick_interval: float = 0.3  # least seconds of new audio between two decodes of one stream
     first_tick: float = 0.3  # seconds of speech before an utterance's first decode
-    endpoint_silence: float = 0.5  # silence after speech that commits everything pending
+    endpoint_silence: float = 0.4  # silence after speech that commits everything pending
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
     trim_after: float = 8.0  # a longer buffer is cut after its last committed word even mid-segment
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)

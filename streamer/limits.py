@@ -5,9 +5,12 @@ Plain code with the clock as an argument; owned by the event-loop thread.
 - `AudioRateLimiter`: a token bucket in seconds of audio. A live source sends 1 s per second; a
   client may catch up after a stall (the burst) but not push audio much faster than real time for
   long, which would let one client take the worker from everyone else (close 4429).
-- `WorkerLoad`: the worker's busy time per wall second over a sliding window.
+- `WorkerLoad`: over a sliding window, the worker's busy time per wall second, and how many
+  streams on average were ready for a tick but left out of the batch (the backlog).
 - `AdmissionControl`: a new session is refused (4429, with the reason) when the stream limit is
-  reached or the worker is already saturated. Admitted streams are never dropped for load: the
+  reached or the worker is saturated: busy nearly all the time AND leaving ready streams waiting.
+  Busy alone is no overload (one client sending faster than real time keeps the worker busy, yet
+  a new stream would get its ticks at once). Admitted streams are never dropped for load: the
   scheduler spaces their ticks out instead (each tick then covers more audio), so they degrade
   in latency, not in text.
 """
@@ -42,21 +45,32 @@ class AudioRateLimiter:
 
 
 class WorkerLoad:
-    """Busy seconds of the worker per second of wall time, over the last `window` seconds."""
+    """Busy seconds of the worker per second of wall time, and the backlog, over the last `window` seconds."""
 
     def __init__(self, window: float) -> None:
         if window <= 0:
             raise ValueError("window must be > 0")
         self.window = window
-        self._batches: deque[tuple[float, float]] = deque()  # (finished, busy seconds)
+        self._batches: deque[tuple[float, float, int]] = deque()  # (finished, busy seconds, streams left waiting)
 
-    def record(self, finished: float, busy_seconds: float) -> None:
-        self._batches.append((finished, busy_seconds))
+    def record(self, finished: float, busy_seconds: float, waiting: int) -> None:
+        self._batches.append((finished, busy_seconds, waiting))
 
-    def load(self, now: float) -> float:
+    def _recent(self, now: float) -> deque[tuple[float, float, int]]:
         while self._batches and self._batches[0][0] < now - self.window:
             self._batches.popleft()
-        return sum(busy for _, busy in self._batches) / self.window
+        return self._batches
+
+    def load(self, now: float) -> float:
+        return sum(busy for _, busy, _ in self._recent(now)) / self.window
+
+    def backlog(self, now: float) -> float:
+        """Streams left waiting per batch, on average (0 when every ready stream fit in its batch)."""
+        recent = self._recent(now)
+        return sum(waiting for _, _, waiting in recent) / len(recent) if recent else 0.0
+
+    def saturated(self, now: float, max_load: float) -> bool:
+        return self.load(now) >= max_load and self.backlog(now) > 0
 
 
 @dataclass(frozen=True)
@@ -68,22 +82,21 @@ class Admission:
 
 
 class AdmissionControl:
-    def __init__(self, max_streams: int, max_load: float) -> None:
-        if max_streams < 1 or max_load <= 0:
-            raise ValueError("max_streams must be >= 1 and max_load > 0")
+    def __init__(self, max_streams: int) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
         self.max_streams = max_streams
-        self.max_load = max_load
 
-    def admit(self, active: int, load: float, *, shutting_down: bool = False) -> Admission:
+    def admit(self, active: int, load: float, saturated: bool, *, shutting_down: bool = False) -> Admission:
         if shutting_down:
             return Admission(False, "shutting_down", "server shutting down", int(CloseCode.GOING_AWAY))
         if active >= self.max_streams:
             return Admission(False, "max_streams", f"too many streams (maximum {self.max_streams}); try again later", int(CloseCode.LIMITS))
-        if load >= self.max_load:
+        if saturated:
             return Admission(
                 False,
                 "overloaded",
-                f"daemon overloaded: the worker is busy {load:.0%} of the time (limit {self.max_load:.0%}); try again later",
+                f"daemon overloaded: the worker is busy {load:.0%} of the time and streams wait for it; try again later",
                 int(CloseCode.LIMITS),
             )
         return Admission(True)

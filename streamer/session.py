@@ -8,6 +8,12 @@ a session is in flight, and whatever audio arrives meanwhile is in the next one.
 
 Gating: a session asks for ticks only while its uncommitted audio holds speech (VAD); in
 silence the buffer keeps just a short pre-roll, so silence is never decoded.
+
+Each decode hears the whole buffer, prompted with the committed text before it. Words become
+stable by the commit policy (LocalAgreement-2), or all at once at an endpoint (the VAD heard the
+speaker stop), on flush/stop, or when the buffer nears the 30 s window. The buffer is cut at the
+end of the last committed Whisper segment (or after the last committed word once it is long);
+committed words still in the buffer are heard again and dropped from new hypotheses.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from .protocol import (
     WordTiming,
 )
 from .tick import Hypothesis, TickRequest, Word
-from .vad import SpeechEnd, SpeechStart, VoiceActivityDetector
+from .vad import SpeechStart, VoiceActivityDetector
 
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
+EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
+AGREEMENT_EDGE = 0.25  # s: mid-speech, the last word's end is placed less surely; it waits a tick
 OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may be placed this much later than before
 MAX_OVERLAP_WORDS = 5  # longest committed tail searched for at the head of a new hypothesis
 
@@ -229,6 +237,7 @@ class Session:
             language=self.language,
             task=self._start.task,
             final=self._final_reason is not None,
+            commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
             speech_epoch=self._speech_epoch,
             truncated=self._buffer.end > self._buffer.start + len(audio),
         )
@@ -253,41 +262,75 @@ class Session:
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
             messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
-        final = request.final
-        if self._final_reason == "endpoint" and self._heard_past_endpoint(request.window_end, request.speech_epoch):
+        final, until = request.final, request.commit_until
+        if self._final_reason == "endpoint" and self._heard_past_endpoint(request.window_end, words):
             # The speaker stopped while this decode ran, and it heard the whole utterance: no need
             # to decode the same audio again before committing.
-            final, self._final_reason = True, None
+            final, until, self._final_reason = True, self._endpoint_until(), None
         self._hypothesis = _Heard(words, request.window_end, request.speech_epoch, hypothesis.language)
-        messages.extend(self._decide(words, final=final, truncated=request.truncated, epoch=request.speech_epoch, language=hypothesis.language))
+        messages.extend(
+            self._decide(
+                words,
+                window_end=request.window_end,
+                final=final,
+                until=until,
+                truncated=request.truncated,
+                epoch=request.speech_epoch,
+                language=hypothesis.language,
+            )
+        )
         return messages + self._maybe_end()
 
-    def _heard_past_endpoint(self, window_end: float, epoch: int) -> bool:
-        return self._endpoint_time is not None and epoch == self._speech_epoch and window_end >= self._endpoint_time + ENDPOINT_MARGIN
+    def _heard_past_endpoint(self, window_end: float, words: list[Word]) -> bool:
+        """Whether a decode up to `window_end` stands for the final one: it heard past the end of
+        speech, and none of the words to commit runs into its edge (cut off, maybe misheard)."""
+        until = self._endpoint_until()
+        if until is None or window_end < until:
+            return False
+        return all(w.end < window_end - EDGE_MARGIN for w in words if w.start < until)
+
+    def _endpoint_until(self) -> float | None:
+        """An endpoint commits the words that started before the speaker stopped; later ones
+        (the next utterance, heard by a decode that came late) wait for their own agreement."""
+        return None if self._endpoint_time is None else self._endpoint_time + ENDPOINT_MARGIN
 
     def _commit_at_endpoint(self) -> list[ServerMessage]:
         """At an endpoint, commits the latest hypothesis at once when it heard past the end of speech."""
         heard = self._hypothesis
         if self._final_reason != "endpoint" or self._in_flight is not None or heard is None:
             return []
-        if not self._heard_past_endpoint(heard.window_end, heard.epoch):
+        if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
         self._final_reason = None
-        self._hypothesis = None
-        return self._decide(heard.words, final=True, truncated=False, epoch=heard.epoch, language=heard.language)
+        until = self._endpoint_until()
+        return self._decide(
+            heard.words, window_end=heard.window_end, final=True, until=until, truncated=False, epoch=heard.epoch, language=heard.language
+        )
 
-    def _decide(self, words: list[Word], *, final: bool, truncated: bool, epoch: int, language: str) -> list[ServerMessage]:
-        """Asks the commit policy, commits, trims the buffer, and updates the partial."""
+    def _decide(
+        self, words: list[Word], *, window_end: float, final: bool, until: float | None, truncated: bool, epoch: int, language: str
+    ) -> list[ServerMessage]:
+        """Asks the commit policy, commits, trims the buffer, and updates the partial.
+
+        `final` commits every word, or with `until` every word that starts before that time.
+        """
         messages: list[ServerMessage] = []
-        count = self._policy.decide(words, final=final)
-        if truncated and final:
-            count = min(count, max(0, len(words) - 1))  # the window's last word may be cut by its edge
+        if final:
+            limit = len(words) if until is None else next((i for i, w in enumerate(words) if w.start >= until), len(words))
+            if truncated:
+                limit = min(limit, max(0, len(words) - 1))  # the window's last word may be cut by its edge
+            count = self._policy.decide(words[:limit], final=True)
+            self._policy.decide(words[limit:], final=False)  # what follows starts a new agreement
+        else:
+            # A word running into the window's edge may be cut off, and misheard the same way twice.
+            whole = next((i for i, w in enumerate(words) if w.end >= window_end - AGREEMENT_EDGE), len(words))
+            count = self._policy.decide(words[:whole], final=False)
         committed, remaining = words[:count], words[count:]
         if committed:
             messages.extend(self._commit(committed, language))
         if self._hypothesis is not None:
             self._hypothesis = _Heard(remaining, self._hypothesis.window_end, self._hypothesis.epoch, self._hypothesis.language)
-        done = final and not truncated and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
+        done = final and not truncated and not remaining and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
         if committed:
             self._trim_committed(remaining[0] if remaining else None, everything=final)
         if final and truncated:

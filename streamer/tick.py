@@ -34,7 +34,8 @@ class TickRequest:
     prompt: str  # committed text tail, given as the previous context (may be empty)
     language: str | None  # None: detect
     task: str
-    final: bool  # commit everything (endpoint, flush, stop, full buffer)
+    final: bool  # commit everything (endpoint, flush, stop, full buffer)...
+    commit_until: float | None  # ...or, at an endpoint, the words that start before this stream time
     speech_epoch: int  # the session's count of speech starts when the request was made
     truncated: bool = False  # the buffer held more than one window: audio continues past `audio`
 
@@ -51,4 +52,3 @@ class Hypothesis:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
-    decode_seconds: float = 0.0  # worker time spent on the batch this row was part of

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from model.audio import SAMPLE_RATE
 from model.decoding import model_tokenizer
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
 from model.weights import load_model
@@ -140,7 +141,7 @@ class ModelWorker:
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
         seconds = time.perf_counter() - began
-        log.debug("decoded %d window(s), %.1f s of audio, in %.2f s", len(requests), sum(len(r.audio) for r in requests) / 16000, seconds)
+        log.debug("decoded %d window(s), %.1f s of audio, in %.2f s", len(requests), sum(len(r.audio) for r in requests) / SAMPLE_RATE, seconds)
         return BatchResult(tuple(h for h in hypotheses if h is not None), seconds)
 
 

@@ -209,12 +209,18 @@ def test_no_keys_refuses_to_listen_beyond_loopback() -> None:
 # ---- resume ------------------------------------------------------------------------------------
 
 
-def pieces_of(clip: Clip, audio: np.ndarray, count: int) -> list[tuple[int, int]]:
-    """Sample ranges cut in the middle of the pauses between the clip's utterances."""
-    cuts = [0]
-    for before, after in zip(clip.segments, clip.segments[1:]):
-        cuts.append(int((before.end_s + after.start_s) / 2 * SAMPLE_RATE))
-    return list(zip(cuts[:count], cuts[1 : count + 1]))
+def pieces_of(clip: Clip, audio: np.ndarray, utterances: tuple[int, ...]) -> list[np.ndarray]:
+    """The chosen utterances of a `long` clip, each with 1 s of silence after it: the voice activity
+    detector hears each utterance end within its own frame, so each is committed by one final decode."""
+    pieces = []
+    for index in utterances:
+        segment = clip.segments[index]
+        begin, end = int((segment.start_s - 0.1) * SAMPLE_RATE), int((segment.end_s + 0.1) * SAMPLE_RATE)
+        pieces.append(np.concatenate([audio[max(0, begin) : end], np.zeros(SAMPLE_RATE, np.float32)]))
+    return pieces
+
+
+QUIET_SECONDS = 2.5  # no message for this long after a piece's text: its decode is over
 
 
 async def quiet(ws, reply: Reply, seconds: float) -> None:
@@ -231,9 +237,9 @@ async def quiet(ws, reply: Reply, seconds: float) -> None:
             reply.messages.append(msgpack.unpackb(frame))
 
 
-async def resumable_run(url: str, audio: np.ndarray, pieces: list[tuple[int, int]], drops: dict[int, str]) -> tuple[Reply, list[dict]]:
-    """Sends each piece as one frame + `flush` and waits for its text (so every piece is decoded
-    exactly once, however fast the machine). `drops[k]` cuts the connection after piece k:
+async def resumable_run(url: str, pieces: list[np.ndarray], drops: dict[int, str]) -> tuple[Reply, list[dict]]:
+    """Sends each piece as one frame + `flush` and waits for its text before the next (so each piece
+    is decoded alone, however fast or loaded the machine). `drops[k]` cuts the connection after piece k:
     "after" once its text came, "in_flight" right after sending it. Returns all messages and the
     `ready` of every connection."""
     reply, readies = Reply(), []
@@ -249,19 +255,18 @@ async def resumable_run(url: str, audio: np.ndarray, pieces: list[tuple[int, int
         assert ready["type"] == "ready", ready
         readies.append(ready)
         if resume is not None and drops.get(k - 1) == "in_flight":
-            await quiet(ws, reply, 1.5)  # the dropped piece's text: replayed, or still being decoded
+            await quiet(ws, reply, QUIET_SECONDS)  # the dropped piece's text: replayed, or still being decoded
         # the server says how much audio it holds: continue from there
-        offset = round(ready.get("audio_seconds", 0.0) * SAMPLE_RATE)
+        held = round(ready.get("audio_seconds", 0.0) * SAMPLE_RATE)
         while k < len(pieces):
-            begin, end = pieces[k]
-            await ws.send(msgpack.packb({"type": "audio", "data": pcm16(audio[max(begin, offset) : end])}))
+            begin = sum(len(p) for p in pieces[:k])
+            await ws.send(msgpack.packb({"type": "audio", "data": pcm16(pieces[k][max(0, held - begin) :])}))
             await ws.send(msgpack.packb({"type": "flush"}))
-            offset = end
             if drops.get(k) == "in_flight":
                 ws.transport.abort()  # the network is gone: no close frame
                 k += 1
                 break
-            await quiet(ws, reply, 1.5)
+            await quiet(ws, reply, QUIET_SECONDS)
             k += 1
             if drops.get(k - 1) == "after":
                 ws.transport.abort()
@@ -284,20 +289,22 @@ async def resumable_run(url: str, audio: np.ndarray, pieces: list[tuple[int, int
 def test_resume_after_drops_gives_the_uninterrupted_transcript(daemon: Daemon, shared_data: list[Clip]) -> None:
     clip = clip_by_id(shared_data, "long_mixed_speakers")
     audio = load_audio(clip.path)
-    pieces = pieces_of(clip, audio, 4)
-    whole, _ = asyncio.run(resumable_run(daemon.url, audio, pieces, {}))
-    resumed, readies = asyncio.run(resumable_run(daemon.url, audio, pieces, {0: "after", 2: "in_flight"}))
+    utterances = (0, 1, 4, 7)
+    pieces = pieces_of(clip, audio, utterances)
+    whole, _ = asyncio.run(resumable_run(daemon.url, pieces, {}))
+    resumed, readies = asyncio.run(resumable_run(daemon.url, pieces, {0: "after", 2: "in_flight"}))
     for reply in (whole, resumed):
         ids = [s["id"] for s in reply.of("stable")]
         assert ids == list(range(len(ids))), ids  # nothing lost, nothing repeated
         assert reply.close_code == 1000 and reply.of("end")
     assert len(readies) == 3 and all(r["session_id"] == readies[0]["session_id"] for r in readies)
     assert readies[1]["resumed"] and readies[2]["resumed"]
-    assert readies[2]["audio_seconds"] == pytest.approx(pieces[2][1] / SAMPLE_RATE, abs=0.01)  # it had all of piece 2
+    assert readies[2]["audio_seconds"] == pytest.approx(sum(len(p) for p in pieces[:3]) / SAMPLE_RATE, abs=0.01)  # all of piece 2
     whole_text = "".join(s["text"] for s in whole.of("stable"))
     assert "".join(s["text"] for s in resumed.of("stable")) == whole_text
     assert [(s["start"], s["end"]) for s in resumed.of("stable")] == [(s["start"], s["end"]) for s in whole.of("stable")]
-    assert word_error_rate([" ".join(c.text for c in shared_data if c.id in {u.id for u in clip.segments[:4]})], [whole_text]) <= 0.2
+    reference = " ".join(clip_by_id(shared_data, clip.segments[i].id).text for i in utterances)
+    assert word_error_rate([reference], [whole_text]) <= 0.2, whole_text
 
 
 def test_resume_of_an_unknown_session_is_4404(daemon: Daemon) -> None:

@@ -31,19 +31,23 @@ def test_burst_then_sustained_overspeed_trips() -> None:
 def test_worker_load_window() -> None:
     load = WorkerLoad(window=10.0)
     for t in range(10):
-        load.record(finished=float(t), busy_seconds=0.5)
-    assert load.load(now=9.0) == pytest.approx(0.5)
-    assert load.load(now=25.0) == 0.0
+        load.record(finished=float(t), busy_seconds=0.95, waiting=0)
+    assert load.load(now=9.0) == pytest.approx(0.95)
+    assert not load.saturated(now=9.0, max_load=0.9)  # busy, but every ready stream got its tick
+    load.record(finished=9.5, busy_seconds=0.5, waiting=3)
+    assert load.backlog(now=9.5) == pytest.approx(3 / 11)
+    assert load.saturated(now=9.5, max_load=0.9)
+    assert load.load(now=25.0) == 0.0 and load.backlog(now=25.0) == 0.0 and not load.saturated(now=25.0, max_load=0.9)
 
 
 def test_admission() -> None:
-    control = AdmissionControl(max_streams=4, max_load=0.9)
-    assert control.admit(active=3, load=0.5).ok
-    full = control.admit(active=4, load=0.1)
+    control = AdmissionControl(max_streams=4)
+    assert control.admit(active=3, load=0.5, saturated=False).ok
+    full = control.admit(active=4, load=0.1, saturated=False)
     assert (full.ok, full.close_code, full.reason) == (False, 4429, "max_streams")
-    busy = control.admit(active=1, load=0.95)
+    busy = control.admit(active=1, load=0.95, saturated=True)
     assert (busy.ok, busy.close_code, busy.reason) == (False, 4429, "overloaded") and "overloaded" in busy.message
-    assert control.admit(active=0, load=0.0, shutting_down=True).close_code == 1001
+    assert control.admit(active=0, load=0.0, saturated=False, shutting_down=True).close_code == 1001
 
 
 def test_metrics_exposition_on_private_registry() -> None:
