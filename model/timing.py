@@ -137,7 +137,7 @@ def align_words(
             continue
         n_sot = len(tokenizer.sot_sequence)
         text_probs = logits[row, n_sot : n_sot + len(text), :eot].softmax(dim=-1)
-        token_probs = text_probs[torch.arange(len(text)), torch.tensor(text)].tolist()
+        token_probs = text_probs.gather(1, torch.tensor(text, device=text_probs.device)[:, None])[:, 0].tolist()
         matrix = _alignment_matrix(weights[row], len(sequences[row]), n_frames[row], medfilt_width)
         text_indices, time_indices = dtw(-matrix[n_sot:-1])
         words, word_tokens = tokenizer.split_to_word_tokens(text + [eot])

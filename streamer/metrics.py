@@ -35,6 +35,7 @@ class StreamerMetrics:
         self.batch_size = Histogram("streamer_batch_size", "Streams decoded together in one worker step", buckets=BATCH_BUCKETS, registry=r)
         self.worker_queue_depth = Gauge("streamer_worker_queue_depth", "Streams ready for a tick but waiting for the worker", registry=r)
         self.worker_errors_total = Counter("streamer_worker_errors", "Worker batches that failed (retried), by exception type", ["error"], registry=r)
+        self.degraded_total = Counter("streamer_degraded_warnings", "Streams warned that their latency is degraded (overload)", registry=r)
         self.worker_load = Gauge("streamer_worker_load", "Recent worker busy time per second of wall time (1 = saturated)", registry=r)
         for reason in REJECT_REASONS:
             self.rejected_total.labels(reason)  # present at 0 from the start, so rates work at once

@@ -75,11 +75,12 @@ class Detached(Generic[StreamT]):
 class DetachedSessions(Generic[StreamT]):
     """Sessions whose connection dropped, by session id, until reattached or expired."""
 
-    def __init__(self, window_seconds: float) -> None:
-        if window_seconds < 0:
-            raise ValueError(f"resume window must be >= 0 s, got {window_seconds}")
+    def __init__(self, window_seconds: float, capacity: int) -> None:
+        if window_seconds < 0 or capacity < 1:
+            raise ValueError(f"resume window must be >= 0 s and capacity >= 1, got {window_seconds}, {capacity}")
         self.window_seconds = window_seconds
-        self._parked: dict[str, Detached[StreamT]] = {}
+        self.capacity = capacity
+        self._parked: dict[str, Detached[StreamT]] = {}  # in detach order
 
     def __len__(self) -> int:
         return len(self._parked)
@@ -87,10 +88,17 @@ class DetachedSessions(Generic[StreamT]):
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._parked
 
-    def detach(self, session_id: str, stream: StreamT, key_id: str | None, now: float) -> None:
+    def detach(self, session_id: str, stream: StreamT, key_id: str | None, now: float) -> list[tuple[str, StreamT]]:
+        """Parks a stream; returns the oldest parked ones it pushed out beyond `capacity` (the caller
+        finalises them), so clients that drop connections in a loop cannot pile streams up."""
         if session_id in self._parked:
             raise ValueError(f"session {session_id} is already detached")
         self._parked[session_id] = Detached(stream, key_id, now, now + self.window_seconds)
+        evicted = []
+        while len(self._parked) > self.capacity:
+            oldest = next(iter(self._parked))
+            evicted.append((oldest, self._parked.pop(oldest).stream))
+        return evicted
 
     def reattach(self, session_id: str, key_id: str | None, now: float) -> StreamT:
         """Takes a parked session back; 4404 if unknown, expired, or parked by another key.

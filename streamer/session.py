@@ -48,7 +48,8 @@ LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language 
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 AGREEMENT_EDGE = 0.25  # s: mid-speech, the last word's end is placed less surely; it waits a tick
-OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may be placed this much later than before
+OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may start this much later than before
+MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 MAX_OVERLAP_WORDS = 5  # longest committed tail searched for at the head of a new hypothesis
 
 
@@ -363,7 +364,10 @@ class Session:
         last = in_buffer[cut_after]
         nxt = in_buffer[cut_after + 1] if cut_after + 1 < len(in_buffer) else following
         # Between two words (their gap's middle) rather than on an edge the alignment may misplace.
-        cut = last.end if nxt is None or nxt.start <= last.end else (last.end + nxt.start) / 2
+        # Never past the next word's start, nor far past the word's own start: alignment
+        # sometimes stretches a word's end over speech that follows.
+        end = min(last.end, last.start + MAX_WORD_SECONDS)
+        cut = end if nxt is None else nxt.start if nxt.start <= end else (end + nxt.start) / 2
         self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
         self._extend_prompt("".join(w.text for w in in_buffer[: cut_after + 1]))
         self._committed_in_buffer = in_buffer[cut_after + 1 :]
@@ -405,9 +409,10 @@ class Session:
         committed = self._committed_in_buffer
         if not committed:
             return words
-        last_end = committed[-1].end
-        words = [w for w in words if w.start > last_end - OVERLAP_TOLERANCE]
-        if words and abs(words[0].start - last_end) < 1.0:
+        last = committed[-1]
+        # By start time, not end: alignment sometimes stretches a word's end over the next ones.
+        words = [w for w in words if w.start > last.start + OVERLAP_TOLERANCE]
+        if words and words[0].start < last.end + 1.0:
             tail = [word_key(w) for w in committed[-MAX_OVERLAP_WORDS:]]
             head = [word_key(w) for w in words[:MAX_OVERLAP_WORDS]]
             for n in range(min(len(tail), len(head)), 0, -1):

@@ -197,7 +197,7 @@ def _hf_greedy(tiny_en, mel: torch.Tensor, prompt: list[int], suppress: list[int
             mel,
             decoder_input_ids=torch.tensor([prompt] * mel.shape[0]),
             suppress_tokens=suppress,
-            begin_suppress_tokens=[*tokenizer_blank(tiny_en), eot],
+            begin_suppress_tokens=[*_blank_tokens(tiny_en), eot],
             do_sample=False,
             num_beams=1,
             max_new_tokens=224,
@@ -209,7 +209,7 @@ def _hf_greedy(tiny_en, mel: torch.Tensor, prompt: list[int], suppress: list[int
     return rows
 
 
-def tokenizer_blank(model) -> list[int]:
+def _blank_tokens(model) -> list[int]:
     return model_tokenizer(model).encode(" ")
 
 

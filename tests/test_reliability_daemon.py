@@ -238,8 +238,9 @@ async def quiet(ws, reply: Reply, seconds: float) -> None:
 
 
 async def resumable_run(url: str, pieces: list[np.ndarray], drops: dict[int, str]) -> tuple[Reply, list[dict]]:
-    """Sends each piece as one frame + `flush` and waits for its text before the next (so each piece
-    is decoded alone, however fast or loaded the machine). `drops[k]` cuts the connection after piece k:
+    """Sends each piece as one frame and waits for its text before the next, so each piece is decoded
+    alone, however fast or loaded the machine. (No `flush`: whether it reached the daemon before or
+    after the piece's endpoint decode began would change what that decode commits.) `drops[k]` cuts the connection after piece k:
     "after" once its text came, "in_flight" right after sending it. Returns all messages and the
     `ready` of every connection."""
     reply, readies = Reply(), []
@@ -261,7 +262,6 @@ async def resumable_run(url: str, pieces: list[np.ndarray], drops: dict[int, str
         while k < len(pieces):
             begin = sum(len(p) for p in pieces[:k])
             await ws.send(msgpack.packb({"type": "audio", "data": pcm16(pieces[k][max(0, held - begin) :])}))
-            await ws.send(msgpack.packb({"type": "flush"}))
             if drops.get(k) == "in_flight":
                 ws.transport.abort()  # the network is gone: no close frame
                 k += 1
@@ -327,8 +327,9 @@ def test_resume_of_an_unknown_session_is_4404(daemon: Daemon) -> None:
 # ---- journal after kill -9 ---------------------------------------------------------------------
 
 
-def test_kill_9_keeps_every_stable_segment_the_client_received(tmp_path: Path, jfk) -> None:
-    _, audio = jfk
+def test_kill_9_keeps_every_stable_segment_the_client_received(tmp_path: Path, shared_data: list[Clip]) -> None:
+    clip = clip_by_id(shared_data, "long_mixed_speakers")
+    audio = load_audio(clip.path)[: 40 * SAMPLE_RATE]
     journal = tmp_path / "journal"
     first = Daemon("--journal.directory", str(journal))
     received: list[dict] = []
@@ -348,12 +349,13 @@ def test_kill_9_keeps_every_stable_segment_the_client_received(tmp_path: Path, j
 
                 sender = asyncio.create_task(send())
                 try:
-                    async for frame in ws:
-                        message = msgpack.unpackb(frame)
-                        if message["type"] == "stable":
-                            received.append(message)
-                            if len(received) >= 2:
-                                first.process.send_signal(signal.SIGKILL)  # mid-session, mid-speech
+                    async with asyncio.timeout(120):
+                        async for frame in ws:
+                            message = msgpack.unpackb(frame)
+                            if message["type"] == "stable":
+                                received.append(message)
+                                if len(received) == 3:
+                                    first.process.send_signal(signal.SIGKILL)  # mid-session, mid-speech
                 except ConnectionClosed:
                     pass
                 sender.cancel()
@@ -364,7 +366,7 @@ def test_kill_9_keeps_every_stable_segment_the_client_received(tmp_path: Path, j
         if first.process.poll() is None:
             first.process.kill()
             first.process.wait()
-    assert len(received) >= 2
+    assert len(received) >= 3
     second = Daemon("--journal.directory", str(journal))
     try:
         status, body = http(f"{second.http_url}/v1/sessions/{session_id}/transcript")
@@ -376,3 +378,49 @@ def test_kill_9_keeps_every_stable_segment_the_client_received(tmp_path: Path, j
     for message in received:
         assert by_id[message["id"]]["text"] == message["text"]
         assert by_id[message["id"]]["end"] == message["end"]
+
+
+# ---- TLS -------------------------------------------------------------------------------------------
+
+
+def test_tls_when_a_certificate_is_configured(tmp_path: Path, jfk) -> None:
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port", "0", "--server.tls-cert", str(cert), "--server.tls-key", str(key)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("listening on wss://"), line
+        address = line.strip().removeprefix("listening on wss://")
+        client_context = ssl.create_default_context(cafile=str(cert))
+        clip, audio = jfk
+
+        async def over_tls() -> Reply:
+            reply = Reply()
+            async with connect(f"wss://{address}/v1/stream", ssl=client_context, max_size=None) as ws:
+                await ws.send(msgpack.packb({"type": "start"}))
+                for offset in range(0, len(audio), SAMPLE_RATE):
+                    await ws.send(msgpack.packb({"type": "audio", "data": pcm16(audio[offset : offset + SAMPLE_RATE])}))
+                await ws.send(msgpack.packb({"type": "stop"}))
+                reply.messages = [msgpack.unpackb(f) async for f in ws]
+            reply.close_code = ws.close_code
+            return reply
+
+        reply = asyncio.run(over_tls())
+        assert reply.close_code == 1000
+        assert word_error_rate([clip.text], ["".join(s["text"] for s in reply.of("stable"))]) <= 0.15
+        with urllib.request.urlopen(f"https://{address}/healthz", context=client_context, timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(Exception):  # plain ws:// to a TLS port fails
+            asyncio.run(session(f"ws://{address}/v1/stream", audio[:SAMPLE_RATE]))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -11,7 +11,7 @@ SID = "0123456789abcdef0123456789abcdef"
 
 
 def test_reattach_within_window_only() -> None:
-    parked: DetachedSessions[str] = DetachedSessions(window_seconds=30)
+    parked: DetachedSessions[str] = DetachedSessions(window_seconds=30, capacity=4)
     parked.detach(SID, "stream", "alice", now=100.0)
     assert SID in parked and len(parked) == 1 and parked.next_expiry() == 130.0
     with pytest.raises(ProtocolError) as wrong_key:
@@ -25,7 +25,7 @@ def test_reattach_within_window_only() -> None:
 
 
 def test_expiry() -> None:
-    parked: DetachedSessions[str] = DetachedSessions(window_seconds=10)
+    parked: DetachedSessions[str] = DetachedSessions(window_seconds=10, capacity=4)
     parked.detach("a" * 32, "A", None, now=0.0)
     parked.detach("b" * 32, "B", None, now=5.0)
     assert parked.expire(now=9.0) == []
@@ -58,3 +58,11 @@ def test_parse_resume() -> None:
         with pytest.raises(ProtocolError) as error:
             parse_resume(bad)
         assert error.value.code == 4400
+
+
+def test_capacity_pushes_out_the_oldest() -> None:
+    parked: DetachedSessions[str] = DetachedSessions(window_seconds=60, capacity=2)
+    assert parked.detach("a" * 32, "A", None, now=0.0) == []
+    assert parked.detach("b" * 32, "B", None, now=1.0) == []
+    assert parked.detach("c" * 32, "C", None, now=2.0) == [("a" * 32, "A")]
+    assert "a" * 32 not in parked and len(parked) == 2

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data import long_clip_reference
 from benchmarks.wer import word_error_rate
 from model.audio import SAMPLE_RATE, load_audio
 from model.decoding import model_tokenizer
