@@ -188,12 +188,16 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
+    CPU_ENCODER_BATCH = 2
+
     def __init__(self, dims: ModelDims, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()
         self.dims = dims
         self.encoder = AudioEncoder(dims)
         self.decoder = TextDecoder(dims)
         self.register_buffer("alignment_heads", self.alignment_heads_tensor(dims, alignment_heads), persistent=False)
+        # A separate output layer only when it must differ from the tied embedding (int8).
+        self.output_projection: nn.Module | None = None
         self.tokenizer_file: Path | None = None
         self.name = "whisper"
 
@@ -222,8 +226,14 @@ class Whisper(nn.Module):
         return self.dims.num_languages
 
     def embed_audio(self, mel: Tensor) -> Tensor:
-        """Audio features [B, n_audio_ctx, d] of mel windows [B, n_mels, 3000]."""
-        return self.encoder(mel.to(device=self.device, dtype=self.dtype))
+        """Audio features [B, n_audio_ctx, d] of mel windows [B, n_mels, 3000].
+
+        On the CPU the windows go through in chunks: a bigger batch is no faster there, and
+        the encoder's activations (about 40 MB a window for tiny) would grow with it.
+        """
+        mel = mel.to(device=self.device, dtype=self.dtype)
+        chunk = self.CPU_ENCODER_BATCH if self.device.type == "cpu" else mel.shape[0]
+        return torch.cat([self.encoder(part) for part in mel.split(max(chunk, 1))])
 
     def new_cache(self, audio_features: Tensor, pad_lengths: Tensor | None = None) -> KVCache:
         cross = [block.cross_attn.keys_values(audio_features) for block in self.decoder.blocks]
@@ -231,6 +241,8 @@ class Whisper(nn.Module):
 
     def project(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits (float32) of decoder hidden states; the output layer is tied to the embedding."""
+        if self.output_projection is not None:
+            return self.output_projection(hidden).float()
         return (hidden @ self.decoder.token_embedding.weight.to(hidden.dtype).T).float()
 
     def logits(self, tokens: Tensor, cache: KVCache, positions: Sequence[int] | None = None) -> Tensor:
