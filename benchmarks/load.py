@@ -201,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         "every refusal has a reason": all(r.close_code == 4429 and r.close_reason for r in refused),
         "every admitted session ended normally": all(r.close_code == 1000 for r in admitted),
         "admitted sessions produced text": all(r.text.strip() for r in admitted),
-        "stable latency median <= 2.0 s (non-degraded sessions)": not latencies or median <= BARS["stable_latency_median_s"],
-        "stable latency p90 <= 3.5 s (non-degraded sessions)": not latencies or p90 <= BARS["stable_latency_p90_s"],
+        # Sessions the daemon warned as degraded are exempt by policy; their figures are printed above.
+        f"stable latency median <= 2.0 s over {len(latencies)} segments of non-degraded sessions": not latencies
+        or median <= BARS["stable_latency_median_s"],
+        f"stable latency p90 <= 3.5 s over {len(latencies)} segments of non-degraded sessions": not latencies
+        or p90 <= BARS["stable_latency_p90_s"],
         "resident memory back within 10 %": growth <= BARS["rss_growth"],
     }
     print(json.dumps(figures, indent=2))

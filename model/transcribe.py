@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.runtime import return_freed_memory_to_os
+
 from model.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
 from model.decoding import (
     TIME_PRECISION,
@@ -460,6 +462,8 @@ class _FileProgress:
         step = round(result.seek * SAMPLE_RATE)
         step = step if 0 < step <= window else window
         self.seek += step
+        if self.done:
+            self.mel = None  # a whole file's features: free them as soon as it is transcribed
         return step
 
     def transcript(self) -> Transcript:
@@ -552,7 +556,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "int8"), default=None)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows decoded together")
+    parser.add_argument("--batch-size", type=int, default=3, help="windows decoded together (on tiny each adds about 35 MB of memory; 3 keeps the CLI under 600 MB)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser.parse_args(argv)
 
@@ -574,6 +578,7 @@ def _write_outputs(transcript: Transcript, stem: str, formats: Sequence[str], di
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    return_freed_memory_to_os()
     if args.threads:
         torch.set_num_threads(args.threads)
     from model.audio import AudioLoadError

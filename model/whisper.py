@@ -135,8 +135,11 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Keeps (or repeats) rows `index` of the batch: beam search, finished rows dropped."""
         index = index.to(self.cross[0][0].device)
-        self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
-        self.self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
+        # Layer by layer, so each old layer is freed before the next is copied: the cross
+        # keys/values are large and a whole second copy would double the peak memory.
+        for kv in (self.cross, self.self_kv):
+            for layer, (k, v) in enumerate(kv):
+                kv[layer] = (k.index_select(0, index), v.index_select(0, index))
         if self.pad_lengths is not None:
             self.pad_lengths = self.pad_lengths.index_select(0, index.to(self.pad_lengths.device))
 
@@ -188,7 +191,7 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
-    CPU_ENCODER_BATCH = 2
+    CPU_ENCODER_BATCH = 1
 
     def __init__(self, dims: ModelDims, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()

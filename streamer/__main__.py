@@ -1,7 +1,9 @@
 """`python -m streamer [--config FILE] [--host H] [--port P] [--model M] [--section.key VALUE ...]`
 
-Prints exactly one line to stdout, `listening on ws://HOST:PORT`, once connections are accepted
-(the bound port when `--port 0`); everything else is logged to stderr.
+Prints exactly one line to stdout, `listening on ws://HOST:PORT` (`wss://` with TLS), once
+connections are accepted (the bound port when `--port 0`); everything else is logged to stderr.
+Exits with 2, before loading the model, on a bad configuration: a bad value, a bad keys file, or
+a non-loopback host without any API key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import signal
 import sys
 
+from .auth import AuthConfigError, InsecureListenError, check_listen_address
 from .config import ConfigError, load_config
 from .server import StreamerServer
 from .worker import ModelWorker
@@ -22,12 +25,15 @@ async def run_daemon(argv: list[str]) -> int:
     config = load_config(None, argv)
     logging.getLogger().setLevel(config.server.log_level.upper())
     worker = ModelWorker(config.model, config.stream)
-    worker.start()  # loads the model in its own thread while the socket opens
     server = StreamerServer(config, worker)
+    check_listen_address(config.server.host, server.auth.keys)
+    if not server.auth.keys.enabled:
+        log.warning("no API key configured: authentication is off, listening on loopback only")
+    worker.start()  # loads the model in its own thread while the socket opens
     host, port = await server.start()
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"listening on ws://{shown_host}:{port}", flush=True)
-    log.info("listening on ws://%s:%d (stream at /v1/stream, page at /)", shown_host, port)
+    print(f"listening on {server.scheme}://{shown_host}:{port}", flush=True)
+    log.info("listening on %s://%s:%d (stream at /v1/stream, page at /)", server.scheme, shown_host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(run_daemon(sys.argv[1:] if argv is None else argv))
-    except ConfigError as exc:
+    except (ConfigError, AuthConfigError, InsecureListenError) as exc:
         print(f"streamer: {exc}", file=sys.stderr)
         return 2
 

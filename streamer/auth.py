@@ -25,14 +25,13 @@ import threading
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
 from .http import text_response
-
 from .protocol import CloseCode
 
 API_KEYS_ENV = "WHISPER_STREAMER_API_KEYS"

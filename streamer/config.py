@@ -37,6 +37,11 @@ class ServerConfig:
     max_streams: int = 16
     static_dir: str = ""  # empty: the package's streamer/static
     shutdown_timeout: float = 10.0  # seconds to finalise streams on SIGTERM before closing anyway
+    max_audio_rate: float = 4.0  # × real time a stream may send audio, sustained (close 4429)
+    audio_burst: float = 60.0  # seconds of audio a stream may send at once beyond that (catching up)
+    max_load: float = 0.9  # worker busy fraction at which new sessions are refused (4429)
+    tls_cert: str = ""  # PEM certificate (chain): serve wss:// and https://
+    tls_key: str = ""  # PEM private key; empty: inside tls_cert
     log_level: str = "info"  # debug | info | warning | error
 
     def __post_init__(self) -> None:
@@ -44,6 +49,13 @@ class ServerConfig:
         _check(self.max_frame_bytes >= 1024, f"server.max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
         _check(self.max_streams >= 1, f"server.max_streams must be >= 1, got {self.max_streams}")
         _check(self.shutdown_timeout > 0, f"server.shutdown_timeout must be > 0, got {self.shutdown_timeout}")
+        _check(self.max_audio_rate >= 1.0, f"server.max_audio_rate must be >= 1 (real time), got {self.max_audio_rate}")
+        _check(self.audio_burst > 0, f"server.audio_burst must be > 0 s, got {self.audio_burst}")
+        _check(0 < self.max_load <= 1.0, f"server.max_load must be in (0, 1], got {self.max_load}")
+        _check(not self.tls_key or bool(self.tls_cert), "server.tls_key needs server.tls_cert")
+        for name in ("tls_cert", "tls_key"):
+            value = getattr(self, name)
+            _check(not value or Path(value).expanduser().is_file(), f"server.{name}: file not found: {value}")
         _check(self.log_level in LOG_LEVELS, f"server.log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
 
 
@@ -92,6 +104,7 @@ class StreamConfig:
     compression_ratio_threshold: float = 2.4
     # With no_speech_prob over its threshold, text whose mean word probability is below this is noise.
     doubtful_word_probability: float = 0.5
+    resume_window: float = 60.0  # seconds a dropped stream waits for a resume (0: no resume)
 
     def __post_init__(self) -> None:
         _check(0.05 <= self.tick_interval <= 10.0, f"stream.tick_interval must be in 0.05..10 s, got {self.tick_interval}")
@@ -104,6 +117,31 @@ class StreamConfig:
         _check(0.0 <= self.no_speech_threshold <= 1.0, f"stream.no_speech_threshold must be in 0..1, got {self.no_speech_threshold}")
         _check(self.compression_ratio_threshold > 1.0, "stream.compression_ratio_threshold must be > 1")
         _check(0.0 <= self.doubtful_word_probability <= 1.0, "stream.doubtful_word_probability must be in 0..1")
+        _check(0.0 <= self.resume_window <= 3600.0, f"stream.resume_window must be in 0..3600 s, got {self.resume_window}")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # TOML [[key]] tables (id, sha256 or secret, origins, max_streams); keys also come from the
+    # WHISPER_STREAMER_API_KEYS environment variable ("id:secret,id2:sha256:HEX"). No key at all:
+    # authentication is off and the daemon listens on loopback only.
+    keys_file: str = ""
+    allowed_origins: str = ""  # comma-separated browser origins for keys that list none; "*" = any
+    token_ttl: float = 300.0  # seconds a browser token from POST /v1/token is valid
+
+    def __post_init__(self) -> None:
+        _check(not self.keys_file or Path(self.keys_file).expanduser().is_file(), f"auth.keys_file: file not found: {self.keys_file}")
+        _check(10.0 <= self.token_ttl <= 86400.0, f"auth.token_ttl must be in 10..86400 s, got {self.token_ttl}")
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    directory: str = "~/.local/state/whisper-streamer/journal"  # one JSON-lines file per session
+    retention_days: float = 30.0  # journals untouched for longer are deleted
+
+    def __post_init__(self) -> None:
+        _check(bool(self.directory), "journal.directory must not be empty")
+        _check(self.retention_days > 0, f"journal.retention_days must be > 0, got {self.retention_days}")
 
 
 @dataclass(frozen=True)
@@ -112,6 +150,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
 
 
 def _check(ok: bool, message: str) -> None:

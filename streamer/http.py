@@ -34,12 +34,19 @@ class HttpRoutes:
 
     def __init__(self, static_dir: Path = STATIC_DIR) -> None:
         self._routes: dict[str, RouteHandler] = {}
+        self._prefixes: dict[str, RouteHandler] = {}
         self._static_dir = static_dir.resolve()
 
     def add(self, path: str, handler: RouteHandler) -> None:
         if path in self._routes or path == STREAM_PATH:
             raise ValueError(f"route {path} is already taken")
         self._routes[path] = handler
+
+    def add_prefix(self, prefix: str, handler: RouteHandler) -> None:
+        """Every path under `prefix` (which ends with "/") goes to `handler`, which validates the rest."""
+        if not prefix.endswith("/") or prefix in self._prefixes:
+            raise ValueError(f"prefix {prefix} must end with / and be free")
+        self._prefixes[prefix] = handler
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -48,6 +55,9 @@ class HttpRoutes:
         handler = self._routes.get(path)
         if handler is not None:
             return handler(request)
+        for prefix, prefix_handler in self._prefixes.items():
+            if path.startswith(prefix):
+                return prefix_handler(request)
         return self.static_file(path)
 
     def static_file(self, path: str) -> Response:

@@ -14,6 +14,9 @@ from model.audio import SAMPLE_RATE
 from .protocol import CloseCode, ProtocolError, Start
 
 
+MAX_FLOAT_PEAK = 2.0  # f32le samples beyond this are refused (4415); between 1 and this, clipped
+
+
 class AudioDecoder:
     """Decodes, mixes to mono and resamples one stream's audio. Owned by the stream's session."""
 
@@ -39,6 +42,13 @@ class AudioDecoder:
             samples = np.frombuffer(data, "<f4").astype(np.float32)
             if not np.isfinite(samples).all():
                 raise ProtocolError(CloseCode.UNSUPPORTED, "audio contains NaN or infinite samples")
+            peak = float(np.abs(samples).max(initial=0.0))
+            if peak > MAX_FLOAT_PEAK:
+                # Far beyond [-1, 1] is not loud speech but the wrong format (integers sent as f32le,
+                # big-endian data): decoding it would only give noise to the model.
+                raise ProtocolError(CloseCode.UNSUPPORTED, f"f32le samples must lie in [-1, 1]; got a peak of {peak:.3g}")
+            if peak > 1.0:
+                np.clip(samples, -1.0, 1.0, out=samples)  # slight overshoot (resampling, gain): clipped
         if self._channels > 1:
             samples = samples.reshape(-1, self._channels).mean(axis=1, dtype=np.float32)
         self.input_samples += len(samples)

@@ -126,6 +126,8 @@ class Ready:
     model: str
     sample_rate: int
     protocol: int = PROTOCOL_VERSION
+    resumed: bool = False  # this connection took back a dropped stream
+    audio_seconds: float = 0.0  # audio the server holds (client time): a resuming client resends from here
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,10 @@ class SessionProtocol:
         if isinstance(message, Stop):
             self.state = ProtocolState.STOPPED
         return message
+
+    def adopt_framing_of(self, frame: bytes | str) -> None:
+        """Answers in the framing of `frame` without reading it (a refused client's first frame)."""
+        self.framing = Framing.JSON if isinstance(frame, str) else Framing.MSGPACK
 
     def encode(self, message: ServerMessage) -> bytes | str:
         """A server message as a frame in the session's framing (JSON before `start` is known)."""

@@ -1,25 +1,39 @@
-"""The thin asyncio layer: websocket connections ↔ sessions, the tick scheduler, HTTP routes.
+"""The thin asyncio layer: websocket connections ↔ streams, the tick scheduler, HTTP routes.
 
 Ownership: `StreamerServer` owns the websockets server, one handler task and one writer task per
-connection, the scheduler task, and the `sessions` registry; all of them run in the event-loop
-thread. The model belongs to the worker thread (`worker.ModelWorker`). A connection's failure is
-answered on that connection only (an `error`, then its close code); every other stream goes on.
+connection, the scheduler task, the housekeeping task, and the `streams` registry; all of them run
+in the event-loop thread. The model belongs to the worker thread (`worker.ModelWorker`). A
+connection's failure is answered on that connection only (an `error`, then its close code); every
+other stream goes on.
+
+A `Stream` outlives its connection: when a connection drops without `stop`, the stream is parked
+(`resume.DetachedSessions`) for `stream.resume_window` seconds, still decoding and journaling
+what it had; a `start` with `resume` takes it back. Every `stable` is journaled (fsync'd) before
+it is sent.
+
+Admission, in order, before any audio reaches a session: key/token and origin (4401/4403, decided
+on the handshake, answered on the first frame), the daemon's stream limit and worker load (4429),
+the key's stream limit (4429). Audio faster than `server.max_audio_rate` × real time is 4429.
 
 Shutdown order (`shutdown`, on SIGTERM/SIGINT):
   1. stop accepting connections (the listening socket closes; open ones stay);
-  2. finalise every stream: pending audio is decoded and committed, its `stable` messages sent
-     (bounded by `server.shutdown_timeout`);
+  2. finalise every stream, parked ones included: pending audio is decoded and committed, its
+     `stable` messages journaled and sent (bounded by `server.shutdown_timeout`);
   3. close every connection with 1001;
-  4. stop the scheduler, then the worker thread.
+  4. stop the scheduler and housekeeping, then the worker thread; close the journals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import ssl
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
@@ -27,8 +41,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
 from .http import STATIC_DIR, HttpRoutes, text_response
+from .journal import Journal, JournalWriter, transcript_response
+from .limits import AdmissionControl, AudioRateLimiter, WorkerLoad
+from .metrics import StreamerMetrics
 from .protocol import (
     Audio,
     CloseCode,
@@ -37,12 +55,14 @@ from .protocol import (
     Flush,
     LanguageDetected,
     ProtocolError,
+    Ready,
     ServerMessage,
     SessionProtocol,
     Stable,
     Start,
     Stop,
 )
+from .resume import DetachedSessions, StableHistory, parse_resume
 from .scheduler import TickScheduler
 from .session import ModelInfo, Session
 from .worker import ModelWorker
@@ -50,8 +70,11 @@ from .worker import ModelWorker
 log = logging.getLogger("streamer.server")
 
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in a control frame
-
-StableListener = Callable[[Session, Stable], None]
+AUTH_FIRST_FRAME_TIMEOUT = 10.0  # s a refused client has to send its first frame (its framing)
+HOUSEKEEPING_INTERVAL = 1.0  # s between expiry / load checks
+JOURNAL_CLEANUP_INTERVAL = 3600.0
+OVERLOAD_CLEAR = 0.8  # the overload warning re-arms once the load falls below this × max_load
+DEGRADED_LAG = 3.5  # s a stream's speech may wait undecoded before it is told its latency is degraded
 
 
 @dataclass(frozen=True)
@@ -101,25 +124,69 @@ def _short_reason(reason: str) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
+@dataclass(eq=False)
+class Stream:
+    """A session and what the daemon keeps beside it, across connections."""
+
+    session: Session
+    start: Start
+    key_id: str | None
+    rate: AudioRateLimiter
+    journal: JournalWriter | None
+    history: StableHistory = field(default_factory=StableHistory)
+    outbox: Outbox | None = None  # None while parked (no connection)
+    expired: bool = False  # parked past its window: being finalised, then removed
+    failed: bool = False  # closed with 1011 by a worker failure: never resumable
+    arrivals: deque[tuple[float, float]] = field(default_factory=deque)  # (stream seconds after a frame, monotonic time)
+    lag_warned: bool = False
+
+    def lag(self, now: float) -> float:
+        """Seconds the oldest undecoded speech of this stream has waited (0 when none waits)."""
+        since = self.session.undecoded_since
+        if since is None:
+            self.arrivals.clear()
+            return 0.0
+        while self.arrivals and self.arrivals[0][0] <= since:
+            self.arrivals.popleft()  # frames every decode has covered
+        return now - self.arrivals[0][1] if self.arrivals else 0.0
+
+
 class StreamerServer:
     """The daemon's network side. `start()`, then `serve_until(event)` or `shutdown()`."""
 
-    def __init__(self, config: Config, worker: ModelWorker) -> None:
+    def __init__(self, config: Config, worker: ModelWorker, metrics: StreamerMetrics | None = None) -> None:
         self._config = config
         self._worker = worker
-        self.sessions: dict[str, Session] = {}
-        self._outboxes: dict[str, Outbox] = {}
+        self.metrics = metrics if metrics is not None else StreamerMetrics()
+        self.sessions: dict[str, Session] = {}  # every live session, parked ones included (the scheduler reads it)
+        self.streams: dict[str, Stream] = {}
+        self._detached: DetachedSessions[Stream] = DetachedSessions(config.stream.resume_window, config.server.max_streams)
+        keys = load_key_store(config.auth.keys_file)
+        self.auth = Authenticator(
+            keys, TokenSigner.random(config.auth.token_ttl), [o.strip() for o in config.auth.allowed_origins.split(",") if o.strip()]
+        )
+        self._limiter = StreamLimiter()
+        self._admission = AdmissionControl(config.server.max_streams)
+        self._load = WorkerLoad(window=10.0)
+        self.journal = Journal(Path(config.journal.directory).expanduser(), config.journal.retention_days * 86400.0)
         self._model: asyncio.Future[ModelInfo] | None = None
         self._scheduler: TickScheduler | None = None
-        self._scheduler_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._shutting_down = False
+        self._overloaded = False
+        self._tls = _tls_context(config.server.tls_cert, config.server.tls_key)
         static = Path(config.server.static_dir) if config.server.static_dir else STATIC_DIR
         self.routes = HttpRoutes(static)
         self.routes.add("/healthz", lambda request: text_response(HTTPStatus.OK, "ok\n"))
         self.routes.add("/readyz", self._readyz)
-        # Seam for the journal/metrics layers: called with every stable segment, in order.
-        self.stable_listeners: list[StableListener] = []
+        self.routes.add("/metrics", lambda request: self.metrics.response())
+        self.routes.add("/v1/token", lambda request: token_endpoint(self.auth, request, time.time(), secure=self._tls is not None))
+        self.routes.add_prefix("/v1/sessions/", self._transcript)
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self._tls is not None else "ws"
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -127,16 +194,19 @@ class StreamerServer:
         """Listens (the model may still be loading; sessions wait for it) and returns the bound address."""
         loop = asyncio.get_running_loop()
         self._model = loop.create_future()
-        asyncio.create_task(self._await_model(), name="await-model")
+        self._tasks.append(asyncio.create_task(self._await_model(), name="await-model"))
         self._scheduler = TickScheduler(
             self._worker,
             self.sessions,
-            deliver=self._deliver,
+            deliver=self._deliver_to_session,
             fail=self._fail_session,
             max_batch=self._config.model.max_batch,
             tick_interval=self._config.stream.tick_interval,
+            metrics=self.metrics,
+            load=self._load,
         )
-        self._scheduler_task = asyncio.create_task(self._scheduler.run(), name="tick-scheduler")
+        self._tasks.append(asyncio.create_task(self._scheduler.run(), name="tick-scheduler"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         server_config = self._config.server
         self._server = await serve(
             self._handle,
@@ -146,6 +216,7 @@ class StreamerServer:
             # Our own check answers 4413 up to twice the limit; beyond, websockets drops it (1009).
             max_size=2 * server_config.max_frame_bytes,
             max_queue=64,
+            ssl=self._tls,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
@@ -166,6 +237,13 @@ class StreamerServer:
             return text_response(HTTPStatus.OK, "ready\n")
         return text_response(HTTPStatus.SERVICE_UNAVAILABLE, "model loading\n" if not self._shutting_down else "shutting down\n")
 
+    def _transcript(self, request: Request) -> Response:
+        decision = self.auth.authenticate(credentials_from_request(request, secure=self._tls is not None), time.time())
+        if not decision.ok:
+            assert decision.http_status is not None
+            return json_response(HTTPStatus(decision.http_status), {"error": decision.reason})
+        return transcript_response(self.journal, request.path.split("?", 1)[0], decision.key_id)
+
     async def serve_until(self, stop: asyncio.Event) -> None:
         await stop.wait()
         await self.shutdown()
@@ -175,113 +253,310 @@ class StreamerServer:
         if self._shutting_down or self._server is None:
             return
         self._shutting_down = True
-        log.info("shutting down: no new connections; finalising %d stream(s)", len(self.sessions))
+        log.info("shutting down: no new connections; finalising %d stream(s)", len(self.streams))
         self._server.server.close()  # 1. stop accepting
-        for session in list(self.sessions.values()):  # 2. finalise
-            self._deliver(session, session.finalize())
+        for stream in list(self.streams.values()):  # 2. finalise, parked streams too
+            self._deliver(stream, stream.session.finalize())
         assert self._scheduler is not None
         self._scheduler.wake()
         try:
             await asyncio.wait_for(self._all_finalised(), self._config.server.shutdown_timeout)
         except TimeoutError:
             log.warning("shutdown: streams not finalised after %.1f s; closing anyway", self._config.server.shutdown_timeout)
-        for session_id, outbox in list(self._outboxes.items()):  # 3. close 1001
-            outbox.close(CloseCode.GOING_AWAY, "server shutting down")
+        for stream in list(self.streams.values()):  # 3. close 1001
+            if stream.outbox is not None:
+                stream.outbox.close(CloseCode.GOING_AWAY, "server shutting down")
         self._server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="server shutting down")
         await self._server.wait_closed()
-        if self._scheduler_task is not None:  # 4. scheduler, then worker
-            self._scheduler_task.cancel()
-            try:
-                await self._scheduler_task
-            except asyncio.CancelledError:
-                pass
+        for task in self._tasks:  # 4. scheduler and housekeeping, then worker, then journals
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._worker.stop)
+        for stream in list(self.streams.values()):
+            self._remove(stream, "shutdown")
         log.info("shut down")
 
     async def _all_finalised(self) -> None:
-        while any(not s.ended for s in self.sessions.values()):
+        while any(not s.session.ended for s in self.streams.values()):
             await asyncio.sleep(0.05)
+
+    async def _housekeeping(self) -> None:
+        """Parked streams' expiry, worker-load warnings, gauges, journal retention."""
+        last_cleanup = 0.0
+        while True:
+            now = time.monotonic()
+            self._expire(self._detached.expire(now), f"not resumed within {self._detached.window_seconds:.0f} s")
+            for stream in list(self.streams.values()):
+                if stream.outbox is None and stream.session.ended and stream.session.id not in self._detached:
+                    self._remove(stream, "expired" if stream.expired else "ended while detached")
+            self._check_load(now)
+            self.metrics.active_streams.set(self._attached_count())
+            self.metrics.detached_streams.set(len(self._detached))
+            if now - last_cleanup > JOURNAL_CLEANUP_INTERVAL:
+                last_cleanup = now
+                await asyncio.to_thread(self.journal.cleanup)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    def _check_load(self, now: float) -> None:
+        """Admitted streams are slowed, never cut, when the worker saturates; they are told so once."""
+        load = self._load.load(now)
+        self.metrics.worker_load.set(load)
+        limit = self._config.server.max_load
+        if self._load.saturated(now, limit) and not self._overloaded:
+            self._overloaded = True
+            log.warning("worker saturated (load %.2f, streams waiting): new sessions are refused, open ones get slower ticks", load)
+            warning = ErrorMessage(int(CloseCode.LIMITS), f"daemon overloaded (worker load {load:.0%}): latency is degraded", fatal=False)
+            for stream in self.streams.values():
+                if stream.outbox is not None:
+                    stream.outbox.send(warning)
+        elif self._overloaded and not self._load.saturated(now, OVERLOAD_CLEAR * limit):
+            self._overloaded = False
+            log.info("worker load back to %.2f", load)
+        # Every stream fitting in one batch, but batches too slow for real time: no backlog, yet
+        # speech waits. Each stream hit is told once (and again after it has caught up).
+        for stream in self.streams.values():
+            lag = stream.lag(now)
+            if lag > DEGRADED_LAG and not stream.lag_warned and stream.outbox is not None:
+                stream.lag_warned = True
+                self.metrics.degraded_total.inc()
+                log.warning("session %s: speech waits %.1f s for the worker; latency degraded", stream.session.id, lag)
+                stream.outbox.send(ErrorMessage(int(CloseCode.LIMITS), f"daemon overloaded: speech waits {lag:.1f} s for decoding; latency is degraded", fatal=False))
+            elif lag < DEGRADED_LAG / 2:
+                stream.lag_warned = False
+
+    def _attached_count(self) -> int:
+        return sum(s.outbox is not None for s in self.streams.values())
+
+    def _expire(self, parked: list[tuple[str, Stream]], why: str) -> None:
+        """Parked streams that will not be resumed: their pending speech is decoded and journaled."""
+        for session_id, stream in parked:
+            log.info("session %s: %s; finalising", session_id, why)
+            stream.expired = True
+            self._deliver(stream, stream.session.finalize())
+        if parked:
+            self._scheduler_wake()
+
+    def _scheduler_wake(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.wake()
 
     # ---- one connection ------------------------------------------------------------------------
 
     async def _handle(self, websocket: ServerConnection) -> None:
         protocol = SessionProtocol(self._config.server.max_frame_bytes)
         outbox = Outbox(websocket, protocol)
-        session: Session | None = None
+        stream: Stream | None = None
+        ended_by_error = False
         try:
+            assert websocket.request is not None
+            decision = self.auth.authenticate(credentials_from_request(websocket.request, secure=self._tls is not None), time.time())
+            if not decision.ok:
+                await self._refuse(websocket, protocol, outbox, decision)
+                return
             async for frame in websocket:
-                if self._shutting_down and session is not None:
+                if self._shutting_down and stream is not None:
                     continue  # the stream is being finalised; late audio has nowhere to go
                 message = protocol.receive(frame)
                 if isinstance(message, Start):
-                    session = await self._open_session(outbox, message)
+                    stream = await self._open_stream(outbox, message, decision.key_id)
                     continue
-                assert session is not None  # the protocol admits nothing else before `start`
+                assert stream is not None  # the protocol admits nothing else before `start`
+                session = stream.session
                 if isinstance(message, Audio):
-                    self._deliver(session, session.on_audio(message.data))
+                    seconds = len(message.data) / (stream.start.bytes_per_frame * stream.start.sample_rate)
+                    stream.rate.take(seconds, time.monotonic())
+                    before = session.audio_seconds
+                    self._deliver(stream, session.on_audio(message.data))
+                    self.metrics.audio_seconds_total.inc(max(0.0, session.audio_seconds - before))
+                    if session.audio_seconds > before:
+                        stream.arrivals.append((session.audio_seconds, time.monotonic()))
                 elif isinstance(message, Flush):
-                    self._deliver(session, session.flush())
+                    self._deliver(stream, session.flush())
                 elif isinstance(message, Stop):
-                    self._deliver(session, session.stop())
-                assert self._scheduler is not None
-                self._scheduler.wake()
+                    self._deliver(stream, session.stop())
+                self._scheduler_wake()
         except ProtocolError as exc:
+            ended_by_error = True
             log.info("connection %s: %s (close %d)", websocket.id, exc.message, exc.code)
+            self.metrics.protocol_errors_total.labels(str(int(exc.code))).inc()
             outbox.fail(exc.code, exc.message)
         except ConnectionClosed:
             pass
         except Exception:
+            ended_by_error = True
             log.exception("connection %s: internal error", websocket.id)
             outbox.fail(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            if session is not None:
-                self._close_session(session, websocket)
+            if stream is not None and stream.outbox is outbox:
+                self._connection_gone(stream, websocket, ended_by_error)
+            outbox.close(CloseCode.NORMAL)  # no-op if a close is queued; else ends the writer of a dropped connection
             await outbox.task
 
-    async def _open_session(self, outbox: Outbox, start: Start) -> Session:
-        if self._shutting_down:
-            raise ProtocolError(CloseCode.GOING_AWAY, "server shutting down")
-        if len(self.sessions) >= self._config.server.max_streams:
-            raise ProtocolError(CloseCode.LIMITS, f"too many streams (maximum {self._config.server.max_streams})")
+    async def _refuse(self, websocket: ServerConnection, protocol: SessionProtocol, outbox: Outbox, decision: AuthDecision) -> None:
+        """Refuses an unauthenticated connection on its first frame, in that frame's framing (a browser
+        sees close codes, not HTTP statuses); that frame is never parsed, so no audio is processed."""
+        assert decision.close_code is not None
+        self.metrics.reject("unauthorized" if decision.close_code == CloseCode.UNAUTHORIZED else "forbidden_origin")
+        log.info("connection %s refused: %s (close %d)", websocket.id, decision.reason, decision.close_code)
+        try:
+            first = await asyncio.wait_for(websocket.recv(), AUTH_FIRST_FRAME_TIMEOUT)
+            protocol.adopt_framing_of(first)
+        except (TimeoutError, ConnectionClosed):
+            pass
+        outbox.fail(decision.close_code, decision.reason)
+
+    async def _open_stream(self, outbox: Outbox, start: Start, key_id: str | None) -> Stream:
         assert self._model is not None
         model = await self._model
-        session = Session(uuid.uuid4().hex, start, self._config, model)
-        self.sessions[session.id] = session
-        self._outboxes[session.id] = outbox
-        log.info(
-            "session %s opened: %d Hz %s x%d, language %s, task %s (%d active)",
-            session.id, start.sample_rate, start.encoding, start.channels, start.language, start.task, len(self.sessions),
+        now = time.monotonic()
+        if self._shutting_down:
+            self.metrics.reject("shutting_down")
+            raise ProtocolError(CloseCode.GOING_AWAY, "server shutting down")
+        if start.resume is not None:
+            return self._resume_stream(outbox, start, key_id, now)
+        admission = self._admission.admit(
+            self._attached_count(), self._load.load(now), self._load.saturated(now, self._config.server.max_load), shutting_down=self._shutting_down
         )
-        self._deliver(session, session.open())
-        return session
+        if not admission.ok:
+            assert admission.close_code is not None
+            self.metrics.reject(admission.reason)
+            raise ProtocolError(CloseCode(admission.close_code), admission.message)
+        key = self.auth.keys.by_id(key_id) if key_id is not None else None
+        if key is not None and not self._limiter.acquire(key.key_id, key.max_streams):
+            self.metrics.reject("key_limit")
+            raise ProtocolError(CloseCode.LIMITS, f"too many streams for key {key.key_id} (maximum {key.max_streams})")
+        try:
+            session = Session(uuid.uuid4().hex, start, self._config, model)
+            journal = self.journal.open(session.id, key_id)
+        except BaseException:
+            if key is not None:
+                self._limiter.release(key.key_id)
+            raise
+        limits = self._config.server
+        stream = Stream(session, start, key_id, AudioRateLimiter(limits.max_audio_rate, limits.audio_burst, now), journal, outbox=outbox)
+        self.sessions[session.id] = session
+        self.streams[session.id] = stream
+        self.metrics.sessions_total.inc()
+        log.info(
+            "session %s opened: %d Hz %s x%d, language %s, task %s, key %s (%d active)",
+            session.id, start.sample_rate, start.encoding, start.channels, start.language, start.task, key_id, len(self.streams),
+        )
+        self._deliver(stream, session.open())
+        return stream
 
-    def _close_session(self, session: Session, websocket: ServerConnection) -> None:
+    def _resume_stream(self, outbox: Outbox, start: Start, key_id: str | None, now: float) -> Stream:
+        assert start.resume is not None
+        request = parse_resume(start.resume)
+        live = self.streams.get(request.session_id)
+        if live is not None and live.outbox is not None and live.key_id == key_id and not live.session.stopping:
+            # The client came back before the old connection was seen dead (a network change):
+            # the newer connection wins.
+            live.outbox.fail(CloseCode.OUT_OF_ORDER, "session resumed by another connection")
+            live.outbox = None
+            self._expire(self._detached.detach(request.session_id, live, key_id, now), "too many resumable streams")
+        try:
+            stream = self._detached.reattach(request.session_id, key_id, now)
+        except ProtocolError:
+            self.metrics.reject("unknown_session")
+            raise
+        try:
+            if (start.sample_rate, start.encoding, start.channels) != (stream.start.sample_rate, stream.start.encoding, stream.start.channels):
+                raise ProtocolError(CloseCode.UNSUPPORTED, "a resumed stream keeps its sample_rate, encoding and channels")
+            replay = stream.history.after(request.last_stable_id)
+        except ProtocolError:
+            self._expire(self._detached.detach(request.session_id, stream, key_id, now), "too many resumable streams")
+            raise
+        stream.outbox = outbox
+        session = stream.session
+        self.metrics.resumed_total.inc()
+        log.info(
+            "session %s resumed at %.1f s of audio; replaying %d stable segment(s) after %d",
+            session.id, session.received_seconds, len(replay), request.last_stable_id,
+        )
+        outbox.send(Ready(session.id, session.model_name, stream.start.sample_rate, resumed=True, audio_seconds=session.received_seconds))
+        for stable in replay:
+            outbox.send(stable)
+        return stream
+
+    def _connection_gone(self, stream: Stream, websocket: ServerConnection, ended_by_error: bool) -> None:
+        """The connection of a stream ended: park it for a resume, or let it finish."""
+        stream.outbox = None
+        session = stream.session
+        resumable = (
+            not ended_by_error and not stream.failed and not session.stopping and not self._shutting_down and self._detached.window_seconds > 0
+        )
+        if resumable:
+            log.info("session %s detached (%s): resumable for %.0f s", session.id, websocket.close_code, self._detached.window_seconds)
+            self._expire(self._detached.detach(session.id, stream, stream.key_id, time.monotonic()), "too many resumable streams")
+        elif session.stopping and not session.ended and not (ended_by_error or stream.failed or self._shutting_down):
+            pass  # the client left after `stop`: its last text is still decoded and journaled; housekeeping removes it
+        else:
+            self._remove(stream, str(websocket.close_code))
+
+    def _remove(self, stream: Stream, why: str) -> None:
+        session = stream.session
+        if self.streams.pop(session.id, None) is None:
+            return
         self.sessions.pop(session.id, None)
-        self._outboxes.pop(session.id, None)
         if self._scheduler is not None:
             self._scheduler.forget(session.id)
-        log.info(
-            "session %s closed (%s): %.1f s of audio, %d stable segment(s)",
-            session.id, websocket.close_code, session.audio_seconds, session.stable_count,
-        )
+        if stream.journal is not None:
+            stream.journal.close()
+        if stream.key_id is not None:
+            self._limiter.release(stream.key_id)
+        log.info("session %s closed (%s): %.1f s of audio, %d stable segment(s)", session.id, why, session.audio_seconds, session.stable_count)
+        if not self.streams:
+            _release_free_memory()
 
     # ---- messages out --------------------------------------------------------------------------
 
-    def _deliver(self, session: Session, messages: list[ServerMessage]) -> None:
-        outbox = self._outboxes.get(session.id)
-        if outbox is None:
-            return
+    def _deliver_to_session(self, session: Session, messages: list[ServerMessage]) -> None:
+        stream = self.streams.get(session.id)
+        if stream is not None:
+            self._deliver(stream, messages)
+
+    def _deliver(self, stream: Stream, messages: list[ServerMessage]) -> None:
+        """Journals and records every `stable` before it is sent (also while nobody listens)."""
         for message in messages:
             if isinstance(message, Stable):
-                for listener in self.stable_listeners:
-                    listener(session, message)
+                if stream.journal is not None:
+                    stream.journal.append(message)
+                stream.history.record(message)
+                self.metrics.stable_segments_total.inc()
             elif isinstance(message, LanguageDetected):
-                log.info("session %s: language %s (p=%.2f)", session.id, message.language, message.probability)
-            outbox.send(message)
-            if isinstance(message, End):
-                outbox.close(CloseCode.NORMAL, "")
+                log.info("session %s: language %s (p=%.2f)", stream.session.id, message.language, message.probability)
+            if stream.outbox is not None:
+                stream.outbox.send(message)
+                if isinstance(message, End):
+                    stream.outbox.close(CloseCode.NORMAL, "")
 
     def _fail_session(self, session: Session, exc: BaseException) -> None:
-        outbox = self._outboxes.get(session.id)
-        if outbox is not None:
-            outbox.fail(CloseCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        stream = self.streams.get(session.id)
+        if stream is None:
+            return
+        stream.failed = True
+        if stream.outbox is not None:
+            stream.outbox.fail(CloseCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        else:
+            self._detached.discard(session.id)
+            self._remove(stream, f"failed: {type(exc).__name__}")
+
+
+def _release_free_memory() -> None:
+    """Hands freed heap back to the OS once no stream is left: glibc keeps what a burst of streams
+    freed, so without it the resident size after a peak stays at the peak."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key or None)
+    return context

@@ -122,6 +122,21 @@ class Session:
         return messages
 
     @property
+    def undecoded_since(self) -> float | None:
+        """Stream time from which no decode has heard the audio yet, while speech is pending (None
+        in silence, which is never decoded): how far the worker is behind on this stream."""
+        return self._last_request_end / SAMPLE_RATE if self._speech_pending else None
+
+    @property
+    def model_name(self) -> str:
+        return self._model.name
+
+    @property
+    def received_seconds(self) -> float:
+        """Audio received so far, counted in the client's samples (where a resuming client resumes)."""
+        return self._decoder.input_samples / self._start.sample_rate
+
+    @property
     def audio_seconds(self) -> float:
         return self._buffer.end_time
 

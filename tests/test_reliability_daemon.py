@@ -180,7 +180,7 @@ def test_env_key_and_audio_rate_limit(keyed_daemon: Daemon) -> None:
             await ws.send(msgpack.packb({"type": "start"}))
             silence = bytes(2 * SAMPLE_RATE)  # 1 s frames, as fast as the socket takes them
             try:
-                for _ in range(1000):
+                for _ in range(120):  # 120 s of audio at once: past the 60 s burst
                     await ws.send(msgpack.packb({"type": "audio", "data": silence}))
             except ConnectionClosed:
                 pass

@@ -43,7 +43,7 @@ class FlakyWorker(ModelWorker):
 
 
 def test_failed_batches_are_retried_without_losing_text(tmp_path, shared_data: list[Clip], caplog) -> None:
-    clip = clip_by_id(shared_data, "jfk_inaugural_excerpt")
+    clip = clip_by_id(shared_data, "ls_1221-135766-0001")
     audio = load_audio(clip.path)
     config = config_from_mapping({"server": {"port": 0}, "model": {"model": "tiny.en", "device": "cpu"}, "journal": {"directory": str(tmp_path)}})
 
