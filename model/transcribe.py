@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
-if __name__ == "__main__":
-    # Before torch loads its OpenMP runtime: idle threads sleep instead of spinning. On a
-    # shared CPU a spinning thread starves its sibling and every small decoding op waits a
-    # scheduler tick (measured on 2 busy cores: 39 s instead of 55 s for 16 short clips).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path

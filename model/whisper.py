@@ -246,7 +246,15 @@ class Whisper(nn.Module):
         """Vocabulary logits (float32) of decoder hidden states; the output layer is tied to the embedding."""
         if self.output_projection is not None:
             return self.output_projection(hidden).float()
-        return (hidden @ self.decoder.token_embedding.weight.to(hidden.dtype).T).float()
+        # Computed as W @ hᵀ: with the few rows of a decoding step, BLAS streams the
+        # [vocab, d] matrix once for all rows this way (2-4x faster on the CPU than h @ Wᵀ);
+        # a single row is paired with a zero row, since the matrix-vector path is slower still.
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        n = rows.shape[0]
+        if n == 1:
+            rows = torch.cat([rows, torch.zeros_like(rows)])
+        logits = (self.decoder.token_embedding.weight @ rows.T).T[:n]
+        return logits.float().contiguous().view(*hidden.shape[:-1], -1)
 
     def logits(self, tokens: Tensor, cache: KVCache, positions: Sequence[int] | None = None) -> Tensor:
         """Feeds `tokens` [B, T] after those already in `cache`; logits [B, T, n_vocab] (float32).
