@@ -1,23 +1,35 @@
-"""Process-wide settings for running the model on the CPU, shared by the CLI and the daemon."""
+"""Process-wide memory settings for running the model on the CPU, shared by the CLI and the daemon.
+
+glibc keeps freed heap for reuse and raises its mmap threshold (up to 32 MB) after large
+frees, so a batch's activations would stay resident long after the batch. These calls keep
+peak and steady resident memory close to what is in use; where libc is not glibc they do nothing.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from functools import lru_cache
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
-def return_freed_memory_to_os(threshold_bytes: int = 1 << 20) -> bool:
-    """Make large freed buffers go back to the OS at once.
-
-    glibc raises its mmap threshold (up to 32 MB) after large frees, so a batch's activations
-    would stay resident in the heap long after the batch; a fixed threshold keeps peak and
-    steady resident memory close to what is in use. Returns False where libc is not glibc.
-    """
-    name = ctypes.util.find_library("c")
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
-    except (OSError, AttributeError):
-        return False
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def return_freed_memory_to_os(threshold_bytes: int = 1 << 20) -> bool:
+    """From now on, freed buffers of `threshold_bytes` or more go back to the OS at once."""
+    libc = _libc()
+    return libc is not None and hasattr(libc, "mallopt") and bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
+
+
+def release_free_memory() -> None:
+    """Hands the heap's free memory back to the OS now (after a burst of work)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -13,6 +13,8 @@ import logging
 import signal
 import sys
 
+from model.runtime import return_freed_memory_to_os
+
 from .auth import AuthConfigError, InsecureListenError, check_listen_address
 from .config import ConfigError, load_config
 from .server import StreamerServer
@@ -43,6 +45,7 @@ async def run_daemon(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return_freed_memory_to_os()  # streams come and go: their buffers should not stay resident
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(run_daemon(sys.argv[1:] if argv is None else argv))

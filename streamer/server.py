@@ -26,8 +26,6 @@ Shutdown order (`shutdown`, on SIGTERM/SIGINT):
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import ssl
 import time
@@ -40,6 +38,8 @@ from pathlib import Path
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from model.runtime import release_free_memory
 
 from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
@@ -506,7 +506,7 @@ class StreamerServer:
             self._limiter.release(stream.key_id)
         log.info("session %s closed (%s): %.1f s of audio, %d stable segment(s)", session.id, why, session.audio_seconds, session.stable_count)
         if not self.streams:
-            _release_free_memory()
+            release_free_memory()
 
     # ---- messages out --------------------------------------------------------------------------
 
@@ -540,17 +540,6 @@ class StreamerServer:
         else:
             self._detached.discard(session.id)
             self._remove(stream, f"failed: {type(exc).__name__}")
-
-
-def _release_free_memory() -> None:
-    """Hands freed heap back to the OS once no stream is left: glibc keeps what a burst of streams
-    freed, so without it the resident size after a peak stays at the peak."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
-    libc = ctypes.CDLL(libc_name)
-    if hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext | None:

@@ -229,5 +229,8 @@ def test_sigterm_finalises_open_streams_then_closes_1001(shared_data: list[Clip]
         if daemon.process.poll() is None:
             daemon.stop()
     assert transcript.close_code == 1001
-    said = normalize(transcript.text).split()
-    assert said[:4] == ["and", "so", "my", "fellow"], transcript.text  # pending speech was committed
+    # Pending speech was committed: the words heard in those 6 s, not just the ones agreed on
+    # before the signal (tiny.en may mishear a word on so short a context, hence the margin).
+    heard = "and so my fellow americans ask not what"
+    assert len(normalize(transcript.text).split()) >= 6, transcript.text
+    assert word_error_rate([heard], [transcript.text]) <= 0.4, transcript.text
