@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.daemon import Daemon
 from benchmarks.data import clips_of
 from model.audio import SAMPLE_RATE, load_audio
 
@@ -106,19 +106,6 @@ async def run_session(url: str, index: int, audio: np.ndarray, delay: float) -> 
     return result
 
 
-def start_daemon(model: str, capacity: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port", "0", "--model", model, "--max-streams", str(capacity), *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline()
-    if not line.startswith("listening on ws://"):
-        process.kill()
-        raise RuntimeError(f"daemon did not start: {line!r}")
-    return process, f"ws://{line.strip().removeprefix('listening on ws://')}/v1/stream"
-
-
 async def warm_up(url: str, audio: np.ndarray, sessions: int) -> None:
     """`sessions` short sessions at once, at full speed: the model is loaded and batches of the
     run's size have been decoded, so the memory baseline includes what they allocate for good."""
@@ -149,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
     audio = load_audio(clip.path)[: int(args.seconds * SAMPLE_RATE)]
-    process, url = start_daemon(args.model, args.capacity, args.daemon_flags)
+    daemon = Daemon("--max-streams", str(args.capacity), *args.daemon_flags, model=args.model)
+    process, url = daemon.process, daemon.url
     try:
         asyncio.run(warm_up(url, audio, args.capacity))
         time.sleep(1.0)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.daemon import Daemon
 from benchmarks.data import Clip, clips_of, long_clip_reference, load_manifest
 from benchmarks.wer import normalize, word_error_rate
 
@@ -75,24 +76,6 @@ class Report:
     stable_revisions: int
     nonspeech_text: tuple[str, ...]  # "clip: text" for every non-empty message during nonspeech clips
     passed: dict[str, bool]
-
-
-class Daemon:
-    def __init__(self, args: list[str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline() if self.process.stdout else ""
-        if not line.startswith("listening on ws://"):
-            self.process.kill()
-            raise RuntimeError(f"the daemon did not start (exit {self.process.wait()}): {line!r}")
-        self.url = line.strip().removeprefix("listening on ") + "/v1/stream"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def replay(url: str, clip: Clip, speed: float, workdir: Path) -> list[Event]:
@@ -202,8 +185,7 @@ def percentile(values: list[float], q: float) -> float:
 def run(model: str, speed: float, daemon_args: list[str]) -> Report:
     long_clips = clips_of("long")
     nonspeech = clips_of("nonspeech")
-    args = ["--config", "config.toml", "--port", "0", "--model", model, *daemon_args]
-    daemon = Daemon(args)
+    daemon = Daemon("--config", "config.toml", *daemon_args, model=model)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
             workdir = Path(tmp)

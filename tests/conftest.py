@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from benchmarks.daemon import Daemon
 from benchmarks.data import DATA_DIR, Clip, data_available, load_manifest
 
 # Two cores in CI: tests and the daemons they start share them.
@@ -40,38 +41,6 @@ def base_model():
 
 def clip_by_id(clips: list[Clip], clip_id: str) -> Clip:
     return next(c for c in clips if c.id == clip_id)
-
-
-class Daemon:
-    """A real `python -m streamer` on a free loopback port, for the duration of a test session."""
-
-    def __init__(self, *extra_args: str) -> None:
-        import subprocess
-        import sys
-
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port", "0", "--model", "tiny.en", *extra_args],
-            stdout=subprocess.PIPE,
-            stderr=None,  # the daemon's log goes to the test output, useful when a test fails
-            text=True,
-        )
-        line = self.process.stdout.readline()  # blocks until the daemon accepts connections
-        if not line.startswith("listening on ws://"):
-            self.process.kill()
-            raise RuntimeError(f"daemon did not start (exit {self.process.wait()}): {line!r}")
-        self.address = line.strip().removeprefix("listening on ws://")
-        self.url = f"ws://{self.address}/v1/stream"
-        self.http_url = f"http://{self.address}"
-
-    def stop(self) -> None:
-        import subprocess
-
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="session")
