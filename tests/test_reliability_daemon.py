@@ -65,6 +65,16 @@ def pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+async def read_until_closed(ws, reply: Reply) -> None:
+    """Collects the server's messages until it closes, then its close code and reason."""
+    try:
+        async for frame in ws:
+            reply.messages.append(msgpack.unpackb(frame))
+    except ConnectionClosed:
+        pass
+    reply.close_code, reply.close_reason = ws.close_code, ws.close_reason or ""
+
+
 async def session(url: str, audio: np.ndarray, headers: dict[str, str] | None = None, start: dict | None = None) -> Reply:
     """Start, the audio in 0.5 s frames at full speed, stop; everything that comes back."""
     reply = Reply()
@@ -76,12 +86,7 @@ async def session(url: str, audio: np.ndarray, headers: dict[str, str] | None = 
             await ws.send(msgpack.packb({"type": "stop"}))
         except ConnectionClosed:
             pass
-        try:
-            async for frame in ws:
-                reply.messages.append(msgpack.unpackb(frame))
-        except ConnectionClosed:
-            pass
-    reply.close_code, reply.close_reason = ws.close_code, ws.close_reason or ""
+        await read_until_closed(ws, reply)
     return reply
 
 
@@ -184,12 +189,7 @@ def test_env_key_and_audio_rate_limit(keyed_daemon: Daemon) -> None:
                     await ws.send(msgpack.packb({"type": "audio", "data": silence}))
             except ConnectionClosed:
                 pass
-            try:
-                async for frame in ws:
-                    reply.messages.append(msgpack.unpackb(frame))
-            except ConnectionClosed:
-                pass
-        reply.close_code, reply.close_reason = ws.close_code, ws.close_reason or ""
+            await read_until_closed(ws, reply)
         return reply
 
     reply = asyncio.run(flood())
