@@ -182,13 +182,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run(model: str, speed: float, daemon_args: list[str]) -> Report:
+def run(model: str, speed: float, daemon_args: list[str], keep: Path | None = None) -> Report:
     long_clips = clips_of("long")
     nonspeech = clips_of("nonspeech")
     daemon = Daemon("--config", "config.toml", *daemon_args, model=model)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-            workdir = Path(tmp)
+            workdir = keep if keep is not None else Path(tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
             replays = {}
             for clip in long_clips:
                 began = time.perf_counter()
@@ -220,7 +221,7 @@ def run(model: str, speed: float, daemon_args: list[str]) -> Report:
     }
     return Report(
         model=model,
-        daemon_args=tuple(args),
+        daemon_args=tuple(daemon_args),
         clips=reports,
         streaming_wer=streaming_wer,
         offline_wer=offline_wer,
@@ -263,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time, as the bars assume)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the replays' event files in this folder")
     parser.add_argument("daemon_args", nargs="*", help="extra daemon flags, after --")
     args = parser.parse_args(argv)
-    report = run(args.model, args.speed, args.daemon_args)
+    report = run(args.model, args.speed, args.daemon_args, args.keep)
     print_report(report)
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -71,6 +71,37 @@ def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     return count
 
 
+def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | None:
+    """How many leading `words` of a new hypothesis re-hear `committed` (committed words whose
+    audio the decode heard again), or None when the hypothesis does not match them well enough.
+
+    Matched on text, not on times: word alignment jitters by tenths of a second between decodes
+    and squeezes or stretches words, so a time cut drops real words. The split point is the
+    one whose head is closest to `committed` in word edits (a re-heard word may be misheard);
+    of equally close ones, the one where the next word starts nearest the end of the committed.
+    """
+    if not committed:
+        return 0
+    target = [word_key(w) for w in committed]
+    keys = [word_key(w) for w in words]
+    # distance[j]: word edits between `target` and keys[:j], by the usual dynamic programme.
+    previous = list(range(len(keys) + 1))
+    for i, key in enumerate(target, start=1):
+        current = [i] + [0] * len(keys)
+        for j, other in enumerate(keys, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (key != other))
+        previous = current
+    best = min(previous)
+    if best > len(target) // 2:
+        return None
+    end = committed[-1].end
+
+    def gap(j: int) -> float:
+        return abs(words[j].start - end) if j < len(words) else abs(words[-1].end - end) if words else 0.0
+
+    return min((j for j, d in enumerate(previous) if d == best), key=gap)
+
+
 def find_repetition_loop(words: Sequence[Word], *, max_ngram: int = 8) -> int | None:
     """Index of the first word of a repetition loop's second occurrence, or None.
 

@@ -97,6 +97,7 @@ class StreamConfig:
     endpoint_silence: float = 0.4  # silence after speech that commits everything pending
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
     trim_after: float = 8.0  # a longer buffer is cut after its last committed word even mid-segment
+    overlap: float = 1.0  # seconds of committed words kept at the buffer's start after a cut, heard again as context
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
     prompt_chars: int = 200  # committed text given back to the decoder as the previous context
     no_speech_threshold: float = 0.6
@@ -111,6 +112,7 @@ class StreamConfig:
         _check(0.05 <= self.first_tick <= 10.0, f"stream.first_tick must be in 0.05..10 s, got {self.first_tick}")
         _check(0.1 <= self.endpoint_silence <= 10.0, f"stream.endpoint_silence must be in 0.1..10 s, got {self.endpoint_silence}")
         _check(2.0 <= self.max_buffer <= 29.0, f"stream.max_buffer must be in 2..29 s, got {self.max_buffer}")
+        _check(0.0 <= self.overlap <= self.trim_after / 2, f"stream.overlap must be in 0..trim_after/2 s, got {self.overlap}")
         _check(1.0 <= self.trim_after <= self.max_buffer, f"stream.trim_after must be in 1..max_buffer s, got {self.trim_after}")
         _check(self.max_session_seconds > 0, f"stream.max_session_seconds must be > 0, got {self.max_session_seconds}")
         _check(self.prompt_chars >= 0, f"stream.prompt_chars must be >= 0, got {self.prompt_chars}")

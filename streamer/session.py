@@ -18,14 +18,14 @@ committed words still in the buffer are heard again and dropped from new hypothe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from model.audio import N_SAMPLES, SAMPLE_RATE
 
 from .buffer import AudioBuffer
-from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, word_key
+from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, skip_committed
 from .config import Config
 from .ingest import AudioDecoder
 from .protocol import (
@@ -48,9 +48,8 @@ LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language 
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 AGREEMENT_EDGE = 0.25  # s: mid-speech, the last word's end is placed less surely; it waits a tick
-OVERLAP_TOLERANCE = 0.1  # s: a re-heard committed word may start this much later than before
+UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
-MAX_OVERLAP_WORDS = 5  # longest committed tail searched for at the head of a new hypothesis
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ class _Heard:
 
     words: list[Word]
     window_end: float
+    heard_until: float  # end of the decode's last word, committed ones included
     epoch: int
     language: str
 
@@ -105,6 +105,7 @@ class Session:
         self._final_reason: str | None = None  # endpoint | flush | stop | full: commit all at the next tick
         self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
         self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
+        self._tail_retried = False  # this utterance's unheard tail was decoded once more already
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._serial = 0
@@ -274,7 +275,8 @@ class Session:
             raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
         self._in_flight = None
         messages: list[ServerMessage] = []
-        words = self._guarded_words(request, hypothesis)
+        heard = self._guarded_words(request, hypothesis)
+        words = self._new_words(heard)
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
             messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
@@ -283,11 +285,13 @@ class Session:
             # The speaker stopped while this decode ran, and it heard the whole utterance: no need
             # to decode the same audio again before committing.
             final, until, self._final_reason = True, self._endpoint_until(), None
-        self._hypothesis = _Heard(words, request.window_end, request.speech_epoch, hypothesis.language)
+        heard_until = heard[-1].end if heard else request.window_start
+        self._hypothesis = _Heard(words, request.window_end, heard_until, request.speech_epoch, hypothesis.language)
         messages.extend(
             self._decide(
                 words,
                 window_end=request.window_end,
+                heard_until=heard_until,
                 final=final,
                 until=until,
                 truncated=request.truncated,
@@ -305,6 +309,12 @@ class Session:
             return False
         return all(w.end < window_end - EDGE_MARGIN for w in words if w.start < until)
 
+    def _unheard_tail(self, heard_until: float) -> bool:
+        """Whether the speaker went on past the decode's last word by more than `UNHEARD_TAIL`
+        (once per utterance: a tail that holds no words, a cough, must not loop)."""
+        voice_end = self._endpoint_time if self._endpoint_time is not None else self._vad.last_voiced_end
+        return not self._tail_retried and voice_end - heard_until > UNHEARD_TAIL
+
     def _endpoint_until(self) -> float | None:
         """An endpoint commits the words that started before the speaker stopped; later ones
         (the next utterance, heard by a decode that came late) wait for their own agreement."""
@@ -320,11 +330,27 @@ class Session:
         self._final_reason = None
         until = self._endpoint_until()
         return self._decide(
-            heard.words, window_end=heard.window_end, final=True, until=until, truncated=False, epoch=heard.epoch, language=heard.language
+            heard.words,
+            window_end=heard.window_end,
+            heard_until=heard.heard_until,
+            final=True,
+            until=until,
+            truncated=False,
+            epoch=heard.epoch,
+            language=heard.language,
         )
 
     def _decide(
-        self, words: list[Word], *, window_end: float, final: bool, until: float | None, truncated: bool, epoch: int, language: str
+        self,
+        words: list[Word],
+        *,
+        window_end: float,
+        heard_until: float,
+        final: bool,
+        until: float | None,
+        truncated: bool,
+        epoch: int,
+        language: str,
     ) -> list[ServerMessage]:
         """Asks the commit policy, commits, trims the buffer, and updates the partial.
 
@@ -345,14 +371,21 @@ class Session:
         if committed:
             messages.extend(self._commit(committed, language))
         if self._hypothesis is not None:
-            self._hypothesis = _Heard(remaining, self._hypothesis.window_end, self._hypothesis.epoch, self._hypothesis.language)
+            self._hypothesis = replace(self._hypothesis, words=remaining)
         done = final and not truncated and not remaining and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
+        if done and self._unheard_tail(heard_until):
+            # Whisper at times ends a window early (a timestamp, then end of text) with speech
+            # left after it; offline it would seek there. Decode that tail once more first.
+            self._tail_retried = True
+            self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+            done = False
         if committed:
-            self._trim_committed(remaining[0] if remaining else None, everything=final)
+            self._trim_committed(everything=final)
         if final and truncated:
             self._final_reason = self._final_reason or "full"
         if done:
             self._speech_pending = False
+            self._tail_retried = False
             self._final_reason = None  # a flush or stop that came meanwhile has nothing left to do
             self._endpoint_time = None
             self._hypothesis = None
@@ -362,22 +395,30 @@ class Session:
         messages.extend(self._update_partial(remaining))
         return messages
 
-    def _trim_committed(self, following: Word | None, *, everything: bool) -> None:
+    def _trim_committed(self, *, everything: bool) -> None:
         """Cuts the buffer after committed words: at the end of the last committed Whisper segment,
-        or after all of them at a final commit or when the buffer grew past `stream.trim_after`.
+        or at any word at a final commit or when the buffer grew past `stream.trim_after`.
 
-        Audio of committed words that stays in the buffer is heard again by the next decode (that
-        context helps it); their re-heard words are then dropped by `_new_words`.
+        The last `stream.overlap` s of committed words always stay: a cut where the alignment
+        placed a word boundary may clip the next word (heard as another word, or twice), and the
+        audio before a word helps the model hear it. The next decode hears those committed words
+        again; `_new_words` drops them from its hypothesis.
         """
         in_buffer = self._committed_in_buffer
-        cut_after = len(in_buffer) - 1 if everything or self._buffer.duration >= self._config.stream.trim_after else None
-        if cut_after is None:
-            closing = [i for i, w in enumerate(in_buffer) if w.ends_segment]
-            cut_after = closing[-1] if closing else None
-        if cut_after is None:
+        # Cuts are allowed after word `i` only when the words after it span the overlap.
+        kept = [in_buffer[-1].end - w.start for w in in_buffer[1:]] + [0.0]
+        allowed = [i for i, seconds in enumerate(kept) if seconds >= self._config.stream.overlap]
+        if not allowed:
             return
+        if everything or self._buffer.duration >= self._config.stream.trim_after:
+            cut_after = allowed[-1]
+        else:
+            closing = [i for i in allowed if in_buffer[i].ends_segment]
+            if not closing:
+                return
+            cut_after = closing[-1]
         last = in_buffer[cut_after]
-        nxt = in_buffer[cut_after + 1] if cut_after + 1 < len(in_buffer) else following
+        nxt = in_buffer[cut_after + 1] if cut_after + 1 < len(in_buffer) else None
         # Between two words (their gap's middle) rather than on an edge the alignment may misplace.
         # Never past the next word's start, nor far past the word's own start: alignment
         # sometimes stretches a word's end over speech that follows.
@@ -407,7 +448,7 @@ class Session:
             mean_probability = sum(w.probability for w in hypothesis.words) / len(hypothesis.words)
             if hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
                 return []
-        words = self._new_words([_clamped(w.shifted(request.window_start)) for w in hypothesis.words])
+        words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
         loop_at = find_repetition_loop(words)
         if hypothesis.compression_ratio > stream.compression_ratio_threshold and loop_at is None:
             loop_at = 0  # repetitive beyond what we can locate: trust none of it
@@ -420,20 +461,14 @@ class Session:
 
     def _new_words(self, words: list[Word]) -> list[Word]:
         """Drops the words of a hypothesis that re-hear committed audio still in the buffer:
-        those before the last commit (by time), then a head that repeats the committed tail."""
+        matched on text (`skip_committed`); by time only when the text does not match."""
         committed = self._committed_in_buffer
-        if not committed:
-            return words
-        last = committed[-1]
-        # By start time, not end: alignment sometimes stretches a word's end over the next ones.
-        words = [w for w in words if w.start > last.start + OVERLAP_TOLERANCE]
-        if words and words[0].start < last.end + 1.0:
-            tail = [word_key(w) for w in committed[-MAX_OVERLAP_WORDS:]]
-            head = [word_key(w) for w in words[:MAX_OVERLAP_WORDS]]
-            for n in range(min(len(tail), len(head)), 0, -1):
-                if tail[-n:] == head[:n]:
-                    return words[n:]
-        return words
+        skip = skip_committed(committed, words)
+        if skip is not None:
+            return words[skip:]
+        # Misheard beyond matching: keep the words centred after the last committed one ends.
+        last = committed[-1].end
+        return [w for w in words if (w.start + w.end) / 2 > last]
 
     def _commit(self, words: list[Word], language: str) -> list[Stable]:
         """Stable messages for `words`, one per Whisper segment they span."""

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.buffer import AudioBuffer
-from streamer.commit import LocalAgreement, find_repetition_loop
+from streamer.commit import LocalAgreement, find_repetition_loop, skip_committed
 from streamer.tick import Word
 
 
@@ -54,6 +54,22 @@ def test_committed_words_are_a_prefix_of_the_hypothesis_they_come_from(hypothese
         assert 0 <= count <= len(hypothesis)
         assert hypothesis[:count] == previous[:count]
         previous = hypothesis[count:]
+
+
+def test_re_heard_committed_words_are_found_by_text_not_by_time() -> None:
+    # As seen in the daemon: "true" was committed squeezed to 40 ms at its end; the next decode
+    # puts "printed" 20 ms after the committed start of "true". A time cut would drop it.
+    committed = [Word(" of", 26.22, 26.68, 0.9), Word(" the", 26.68, 26.96, 0.9), Word(" true", 26.96, 27.04, 0.9)]
+    heard = [Word(" of", 26.22, 26.66, 0.9), Word(" the", 26.66, 26.78, 0.9), Word(" true", 26.78, 26.98, 0.9), Word(" printed", 26.98, 27.34, 0.9)]
+    assert skip_committed(committed, heard) == 3
+    # A re-heard word misheard ("true" → "through") still matches; so does one the decode left out.
+    misheard = heard[:2] + [Word(" through", 26.78, 26.98, 0.5)] + heard[3:]
+    assert skip_committed(committed, misheard) == 3
+    dropped = heard[:2] + heard[3:]
+    assert skip_committed(committed, dropped) == 2
+    # Nothing like the committed words: no match (the caller falls back to times).
+    assert skip_committed(committed, words("entirely different words here", 26.2)) is None
+    assert skip_committed([], heard) == 0
 
 
 def test_repetition_loops_are_found_after_their_first_occurrence() -> None:

@@ -121,6 +121,55 @@ def test_stable_text_is_the_script_once_in_order_and_ends_the_stream(mixed) -> N
     assert max(len(r.audio) for r in requests) <= 30 * SAMPLE_RATE
 
 
+@pytest.mark.parametrize("seed", [8, 10, 11])
+def test_no_word_is_lost_when_word_times_jitter_between_decodes(mixed, seed: int) -> None:
+    """Word alignment moves boundaries by tenths of a second from one decode to the next and
+    sometimes squeezes a word to a few ms; re-heard committed words must still be told from new
+    ones (they were once dropped by a time cut: "the true printed book" → "the true book")."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    rng = np.random.default_rng(seed)
+
+    def jittery(request: TickRequest) -> Hypothesis:
+        # A word is placed anywhere from just before its start to its end, and may be squeezed
+        # to 10 ms; a word is heard when the window holds more than 50 ms of it.
+        heard = []
+        for w in script:
+            offset = request.window_start
+            if offset + 0.05 < w.end <= request.window_end:
+                start = rng.uniform(w.start - 0.05, w.end - 0.01)
+                end = rng.uniform(start + 0.01, w.end + 0.05)
+                heard.append(Word(w.text, max(0.0, start - offset), min(end, request.window_end) - offset, 0.9, w.ends_segment))
+            elif offset <= w.start < request.window_end:  # cut by the window's end: misheard
+                heard.append(Word(w.text + "-", w.start - offset, request.window_end - offset, 0.3))
+        return replace(hear([], request), words=tuple(heard))
+
+    produced, _ = drive(new_session(), audio, jittery)
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
+def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
+    """Whisper at times ends a window early, leaving the utterance's last words out; at the
+    endpoint those words are decoded once more rather than dropped."""
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+    last_end = script[-1].end
+    early = []
+
+    def stops_early(request: TickRequest) -> Hypothesis:
+        hypothesis = hear(script, request)
+        if request.window_end >= last_end + 0.1 and len(early) < 2:  # both decodes past the end of speech
+            early.append(request)
+            return replace(hypothesis, words=hypothesis.words[:-4])
+        return hypothesis
+
+    produced, _ = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], stops_early)
+    assert early, "no decode heard the end of the utterance"
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 def test_each_utterance_is_stable_soon_after_it_ends(mixed) -> None:
     """Endpointing: the 0.8 s pauses commit each utterance without waiting for the next one."""
     clip, audio = mixed
