@@ -182,9 +182,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run(model: str, speed: float, daemon_args: list[str], keep: Path | None = None) -> Report:
-    long_clips = clips_of("long")
-    nonspeech = clips_of("nonspeech")
+def run(model: str, speed: float, daemon_args: list[str], keep: Path | None = None, only: list[str] | None = None) -> Report:
+    long_clips = [c for c in clips_of("long") if not only or c.id in only]
+    nonspeech = [c for c in clips_of("nonspeech") if not only or c.id in only]
     daemon = Daemon("--config", "config.toml", *daemon_args, model=model)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
@@ -264,10 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time, as the bars assume)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--clip", action="append", default=None, help="replay only this clip id (repeatable; default: every long and nonspeech clip)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the replays' event files in this folder")
     parser.add_argument("daemon_args", nargs="*", help="extra daemon flags, after --")
     args = parser.parse_args(argv)
-    report = run(args.model, args.speed, args.daemon_args, args.keep)
+    report = run(args.model, args.speed, args.daemon_args, args.keep, args.clip)
     print_report(report)
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -6,7 +6,7 @@ OpenAI state dict loads as it is; other formats are mapped to these names in `we
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -179,15 +179,23 @@ class TextDecoder(nn.Module):
 
     def forward(self, tokens: Tensor, cache: KVCache) -> Tensor:
         """Hidden states after the final layer norm, for the new tokens."""
+        return self.forward_weighed(tokens, cache, ())[0]
+
+    def forward_weighed(self, tokens: Tensor, cache: KVCache, layers: Collection[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        """`forward`, and the cross-attention weights [B, H, T, S] of `layers` (float32)."""
         x, mask = self.embed(tokens, cache)
+        weights: dict[int, Tensor] = {}
         for layer, block in enumerate(self.blocks):
             h = block.attn_ln(x)
             k, v = cache.append(layer, *block.attn.keys_values(h))
             x = x + block.attn.attend(h, k, v, mask)
-            x = x + block.cross_attn.attend(block.cross_attn_ln(x), *cache.cross[layer])
+            h = block.cross_attn_ln(x)
+            if layer in layers:
+                weights[layer] = block.cross_attn.weights(h, cache.cross[layer][0])
+            x = x + block.cross_attn.attend(h, *cache.cross[layer])
             x = x + block.mlp(block.mlp_ln(x))
         cache.length += tokens.shape[1]
-        return self.ln(x)
+        return self.ln(x), weights
 
 
 class Whisper(nn.Module):
@@ -267,22 +275,12 @@ class Whisper(nn.Module):
             hidden = hidden[:, list(positions)]
         return self.project(hidden)
 
-    def alignment_weights(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
-        """Cross-attention weights [B, K, T, n_audio_ctx] of the K alignment heads (float32)."""
-        cache = self.new_cache(audio_features)
-        x, mask = self.decoder.embed(tokens.to(self.device), cache)
-        layers = self.alignment_heads[:, 0].tolist()
-        per_layer: dict[int, Tensor] = {}
-        for layer, block in enumerate(self.decoder.blocks[: max(layers) + 1]):
-            h = block.attn_ln(x)
-            k, v = cache.append(layer, *block.attn.keys_values(h))
-            x = x + block.attn.attend(h, k, v, mask)
-            h = block.cross_attn_ln(x)
-            if layer in layers:
-                per_layer[layer] = block.cross_attn.weights(h, cache.cross[layer][0])
-            x = x + block.cross_attn.attend(h, *cache.cross[layer])
-            x = x + block.mlp(block.mlp_ln(x))
-        return torch.stack([per_layer[layer][:, head] for layer, head in self.alignment_heads.tolist()], dim=1)
+    def alignment_weights(self, tokens: Tensor, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass over whole sequences `tokens` [B, T]: the cross-attention weights
+        [B, K, T, n_audio_ctx] of the K alignment heads (float32), and the logits [B, T, n_vocab]."""
+        heads = self.alignment_heads.tolist()
+        hidden, weights = self.decoder.forward_weighed(tokens.to(self.device), self.new_cache(audio_features), {layer for layer, _ in heads})
+        return torch.stack([weights[layer][:, head] for layer, head in heads], dim=1), self.project(hidden)
 
     def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
         audio_features = self.embed_audio(mel)

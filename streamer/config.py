@@ -93,10 +93,11 @@ class VadConfig:
 @dataclass(frozen=True)
 class StreamConfig:
     tick_interval: float = 0.3  # least seconds of new audio between two decodes of one stream
-    first_tick: float = 0.3  # seconds of speech before an utterance's first decode
+    first_tick: float = 0.5  # seconds of speech before an utterance's first decode (shorter rarely gives text)
     endpoint_silence: float = 0.4  # silence after speech that commits everything pending
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
     trim_after: float = 8.0  # a longer buffer is cut after its last committed word even mid-segment
+    agreement_margin: float = 0.5  # seconds of audio a word must be followed by before agreement commits it
     overlap: float = 1.0  # seconds of committed words kept at the buffer's start after a cut, heard again as context
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
     prompt_chars: int = 200  # committed text given back to the decoder as the previous context
@@ -113,6 +114,7 @@ class StreamConfig:
         _check(0.1 <= self.endpoint_silence <= 10.0, f"stream.endpoint_silence must be in 0.1..10 s, got {self.endpoint_silence}")
         _check(2.0 <= self.max_buffer <= 29.0, f"stream.max_buffer must be in 2..29 s, got {self.max_buffer}")
         _check(0.0 <= self.overlap <= self.trim_after / 2, f"stream.overlap must be in 0..trim_after/2 s, got {self.overlap}")
+        _check(0.0 <= self.agreement_margin <= 3.0, f"stream.agreement_margin must be in 0..3 s, got {self.agreement_margin}")
         _check(1.0 <= self.trim_after <= self.max_buffer, f"stream.trim_after must be in 1..max_buffer s, got {self.trim_after}")
         _check(self.max_session_seconds > 0, f"stream.max_session_seconds must be > 0, got {self.max_session_seconds}")
         _check(self.prompt_chars >= 0, f"stream.prompt_chars must be >= 0, got {self.prompt_chars}")

@@ -47,7 +47,6 @@ from .vad import SpeechStart, VoiceActivityDetector
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
-AGREEMENT_EDGE = 0.25  # s: mid-speech, the last word's end is placed less surely; it waits a tick
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 
@@ -186,7 +185,7 @@ class Session:
                     self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
                     # The first decode waits for `first_tick` s of speech: less rarely reads as words.
                     stream = self._config.stream
-                    first = int((min(stream.first_tick, stream.tick_interval) - stream.tick_interval) * SAMPLE_RATE)
+                    first = int((stream.first_tick - stream.tick_interval) * SAMPLE_RATE)
                     self._last_request_end = max(self._last_request_end, start_sample + first)
                 event = "speech_start"
             else:
@@ -364,8 +363,9 @@ class Session:
             count = self._policy.decide(words[:limit], final=True)
             self._policy.decide(words[limit:], final=False)  # what follows starts a new agreement
         else:
-            # A word running into the window's edge may be cut off, and misheard the same way twice.
-            whole = next((i for i, w in enumerate(words) if w.end >= window_end - AGREEMENT_EDGE), len(words))
+            # A word near the window's edge may be cut off, or misheard for want of what follows,
+            # the same way twice: it waits until the audio after it is heard.
+            whole = next((i for i, w in enumerate(words) if w.end >= window_end - self._config.stream.agreement_margin), len(words))
             count = self._policy.decide(words[:whole], final=False)
         committed, remaining = words[:count], words[count:]
         if committed:
@@ -373,14 +373,16 @@ class Session:
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
         done = final and not truncated and not remaining and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
-        if done and self._unheard_tail(heard_until):
+        if done and self._committed_in_buffer and self._unheard_tail(heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
-            # left after it; offline it would seek there. Decode that tail once more first.
+            # left after it. Like offline transcription, decode again from there, after the
+            # committed words (all in the prompt now), before the utterance is done.
             self._tail_retried = True
             self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+            self._trim_committed(everything=True, overlap=0.0)
             done = False
-        if committed:
-            self._trim_committed(everything=final)
+        elif committed:
+            self._trim_committed(everything=final, overlap=self._config.stream.overlap)
         if final and truncated:
             self._final_reason = self._final_reason or "full"
         if done:
@@ -395,11 +397,11 @@ class Session:
         messages.extend(self._update_partial(remaining))
         return messages
 
-    def _trim_committed(self, *, everything: bool) -> None:
+    def _trim_committed(self, *, everything: bool, overlap: float) -> None:
         """Cuts the buffer after committed words: at the end of the last committed Whisper segment,
         or at any word at a final commit or when the buffer grew past `stream.trim_after`.
 
-        The last `stream.overlap` s of committed words always stay: a cut where the alignment
+        The last `overlap` s of committed words stay: a cut where the alignment
         placed a word boundary may clip the next word (heard as another word, or twice), and the
         audio before a word helps the model hear it. The next decode hears those committed words
         again; `_new_words` drops them from its hypothesis.
@@ -407,7 +409,7 @@ class Session:
         in_buffer = self._committed_in_buffer
         # Cuts are allowed after word `i` only when the words after it span the overlap.
         kept = [in_buffer[-1].end - w.start for w in in_buffer[1:]] + [0.0]
-        allowed = [i for i, seconds in enumerate(kept) if seconds >= self._config.stream.overlap]
+        allowed = [i for i, seconds in enumerate(kept) if seconds >= overlap]
         if not allowed:
             return
         if everything or self._buffer.duration >= self._config.stream.trim_after:
@@ -444,9 +446,10 @@ class Session:
         stream = self._config.stream
         if hypothesis.no_speech_prob > stream.no_speech_threshold and hypothesis.words:
             # The model doubts there is speech; noise the VAD let through reads as a word or two
-            # of low probability ("Yeah."), so a doubtful text is not trusted either.
+            # of low probability ("Yeah."), so a doubtful text is not trusted either; nor is any
+            # doubted text from an utterance's tail decoded again (noise after speech: "Thank you.").
             mean_probability = sum(w.probability for w in hypothesis.words) / len(hypothesis.words)
-            if hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
+            if self._tail_retried or hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
                 return []
         words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
         loop_at = find_repetition_loop(words)

@@ -42,9 +42,6 @@ class FlakyWorker(ModelWorker):
         return super().submit(requests)
 
 
-# Known bug, open in issue 3: now and then words heard by the decoder are never committed,
-# more often when batches fail and are retried; expected to fail until it is fixed.
-@pytest.mark.xfail(strict=False, reason="intermittent loss of uncommitted words in streamer/session.py (issue 3)")
 def test_failed_batches_are_retried_without_losing_text(tmp_path, shared_data: list[Clip], caplog) -> None:
     clip = clip_by_id(shared_data, "ls_1221-135766-0001")
     audio = load_audio(clip.path)

@@ -154,9 +154,6 @@ def test_two_concurrent_sessions_do_not_mix(concurrent_sessions: list[tuple[Clip
     assert not only_b & set(normalize(a.text).split())
 
 
-# Known bug, open in issue 3: now and then words heard by the decoder are never committed
-# (seen as "... can do for you country."); this check stays, expected to fail until it is fixed.
-@pytest.mark.xfail(strict=False, reason="intermittent loss of uncommitted words in streamer/session.py (issue 3)")
 def test_two_concurrent_sessions_transcribe_their_own_clip(concurrent_sessions: list[tuple[Clip, Transcript]]) -> None:
     for clip, transcript in concurrent_sessions:
         assert word_error_rate([clip.text], [transcript.text]) <= 0.2, transcript.text
@@ -192,9 +189,7 @@ def test_a_malformed_frame_closes_only_its_own_connection(daemon_url: str, speec
     assert early_code == 4409 and early_replies[-1]["code"] == 4409
     check_well_formed(good)
     assert good.close_code == 1000 and normalize(good.text), good.text
-    if word_error_rate([clip.text], [good.text]) > 0.15:
-        # Known bug, open in issue 3: now and then heard words are never committed.
-        pytest.xfail(f"intermittent loss of uncommitted words (issue 3): {good.text}")
+    assert word_error_rate([clip.text], [good.text]) <= 0.15, good.text
 
 
 def test_oversized_frames_are_refused_with_4413(daemon_url: str) -> None:
