@@ -14,6 +14,7 @@ from typing import Protocol
 from .tick import Word
 
 _PUNCTUATION = re.compile(r"[^\w']+")
+MAX_EXTRA_REHEARD = 2  # a decode may split a committed word or insert one, not re-hear a phrase more
 
 
 def word_key(word: Word) -> str:
@@ -77,8 +78,11 @@ def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | No
 
     Matched on text, not on times: word alignment jitters by tenths of a second between decodes
     and squeezes or stretches words, so a time cut drops real words. The split point is the
-    one whose head is closest to `committed` in word edits (a re-heard word may be misheard);
-    of equally close ones, the one where the next word starts nearest the end of the committed.
+    one whose head is closest to `committed` in word edits (a re-heard word may be misheard),
+    and at most `MAX_EXTRA_REHEARD` words longer than it (so a phrase said again later, "ask not
+    what your country can do for you, ask what you can do for your country", is never taken for
+    the committed one); of equally close ones, the one where the next word starts nearest the
+    end of the committed words.
     """
     if not committed:
         return 0
@@ -91,7 +95,8 @@ def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | No
         for j, other in enumerate(keys, start=1):
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (key != other))
         previous = current
-    best = min(previous)
+    candidates = previous[: len(target) + MAX_EXTRA_REHEARD + 1]
+    best = min(candidates)
     if best > len(target) // 2:
         return None
     end = committed[-1].end
@@ -99,7 +104,7 @@ def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | No
     def gap(j: int) -> float:
         return abs(words[j].start - end) if j < len(words) else abs(words[-1].end - end) if words else 0.0
 
-    return min((j for j, d in enumerate(previous) if d == best), key=gap)
+    return min((j for j, d in enumerate(candidates) if d == best), key=gap)
 
 
 def find_repetition_loop(words: Sequence[Word], *, max_ngram: int = 8) -> int | None:

@@ -63,7 +63,7 @@ class ServerConfig:
 class ModelConfig:
     model: str = "tiny.en"  # a name load_model knows, or a path
     device: str = "auto"  # auto: cuda when present, else cpu
-    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    dtype: str = "auto"  # auto: float16 on cuda; on cpu bfloat16 where the CPU has it natively, else float32
     threads: int = 1  # torch intra-op threads of the worker; 0: all cores (spin-waiting threads lose on shared cores)
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
     max_batch: int = 8  # streams decoded together in one worker step

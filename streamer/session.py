@@ -48,6 +48,7 @@ LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language 
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
+RETRY_OVERLAP = 0.2  # s of committed words (about one) kept before that tail
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 
 
@@ -274,7 +275,7 @@ class Session:
             raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
         self._in_flight = None
         messages: list[ServerMessage] = []
-        heard = self._guarded_words(request, hypothesis)
+        heard, heard_until = self._guarded_words(request, hypothesis)
         words = self._new_words(heard)
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
@@ -284,7 +285,6 @@ class Session:
             # The speaker stopped while this decode ran, and it heard the whole utterance: no need
             # to decode the same audio again before committing.
             final, until, self._final_reason = True, self._endpoint_until(), None
-        heard_until = heard[-1].end if heard else request.window_start
         self._hypothesis = _Heard(words, request.window_end, heard_until, request.speech_epoch, hypothesis.language)
         messages.extend(
             self._decide(
@@ -375,11 +375,11 @@ class Session:
         done = final and not truncated and not remaining and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
         if done and self._committed_in_buffer and self._unheard_tail(heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
-            # left after it. Like offline transcription, decode again from there, after the
-            # committed words (all in the prompt now), before the utterance is done.
+            # left after it. Like offline transcription, decode again from there (the window
+            # starting a word before, so no cut clips the tail), before the utterance is done.
             self._tail_retried = True
             self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
-            self._trim_committed(everything=True, overlap=0.0)
+            self._trim_committed(everything=True, overlap=RETRY_OVERLAP)
             done = False
         elif committed:
             self._trim_committed(everything=final, overlap=self._config.stream.overlap)
@@ -441,8 +441,10 @@ class Session:
             text = text[space:] if space >= 0 else ""
         self._prompt = text
 
-    def _guarded_words(self, request: TickRequest, hypothesis: Hypothesis) -> list[Word]:
-        """The hypothesis' words in stream time, minus what the hallucination guards reject."""
+    def _guarded_words(self, request: TickRequest, hypothesis: Hypothesis) -> tuple[list[Word], float]:
+        """The hypothesis' words in stream time, minus what the hallucination guards reject; and
+        how far the decode heard: to its last word, or through the window when a guard rejected
+        words (decoding that audio again would only give the same)."""
         stream = self._config.stream
         if hypothesis.no_speech_prob > stream.no_speech_threshold and hypothesis.words:
             # The model doubts there is speech; noise the VAD let through reads as a word or two
@@ -450,17 +452,17 @@ class Session:
             # doubted text from an utterance's tail decoded again (noise after speech: "Thank you.").
             mean_probability = sum(w.probability for w in hypothesis.words) / len(hypothesis.words)
             if self._tail_retried or hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
-                return []
+                return [], request.window_end
         words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
         loop_at = find_repetition_loop(words)
         if hypothesis.compression_ratio > stream.compression_ratio_threshold and loop_at is None:
             loop_at = 0  # repetitive beyond what we can locate: trust none of it
         if loop_at is not None:
             # A loop is never committed, and the prompt that may have led into it is dropped.
-            words = words[:loop_at]
             self._prompt = ""
             self._policy.reset()
-        return words
+            return words[:loop_at], request.window_end
+        return words, words[-1].end if words else request.window_start
 
     def _new_words(self, words: list[Word]) -> list[Word]:
         """Drops the words of a hypothesis that re-hear committed audio still in the buffer:

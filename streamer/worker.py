@@ -23,6 +23,7 @@ import torch
 
 from model.audio import SAMPLE_RATE
 from model.decoding import model_tokenizer
+from model.runtime import cpu_has_native_bfloat16
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
 from model.weights import load_model
 from model.whisper import Whisper
@@ -114,8 +115,10 @@ class ModelWorker:
         config = self._config
         if config.threads:
             torch.set_num_threads(config.threads)
-        device = None if config.device == "auto" else config.device
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
         dtype = None if config.dtype == "auto" else config.dtype
+        if dtype is None and device == "cpu" and cpu_has_native_bfloat16():
+            dtype = "bfloat16"  # about twice as fast as float32 here: the encoder pass is most of a tick
         began = time.perf_counter()
         model = load_model(config.model, device=device, dtype=dtype)
         model.eval()

@@ -70,6 +70,11 @@ def test_re_heard_committed_words_are_found_by_text_not_by_time() -> None:
     # Nothing like the committed words: no match (the caller falls back to times).
     assert skip_committed(committed, words("entirely different words here", 26.2)) is None
     assert skip_committed([], heard) == 0
+    # A phrase said again right after is new, however close its words are to the committed ones.
+    said = words("ask not what your country can do for you ask")
+    again = words("ask not what your country can do for you ask what you can do for your country")
+    assert skip_committed(said, again) == len(said)
+    assert skip_committed(said[-2:], again[8:]) == 2
 
 
 def test_repetition_loops_are_found_after_their_first_occurrence() -> None:
