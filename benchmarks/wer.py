@@ -16,7 +16,9 @@ def _english_normalizer():
 
 def normalize(text: str) -> str:
     # The normaliser deletes anything in brackets; some references put spoken words there.
-    return _english_normalizer()(re.sub(r"[()\[\]]", " ", text))
+    # It also leaves an ellipsis ("there for...", Whisper's mark of speech trailing off) as a
+    # lone "." word, so ellipses go first: punctuation is not a word.
+    return _english_normalizer()(re.sub(r"[()\[\]]|\.{2,}|…", " ", text))
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 from model.audio import N_SAMPLES, SAMPLE_RATE
 
 from .buffer import AudioBuffer
-from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, skip_committed
+from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, skip_committed, word_key
 from .config import Config
 from .ingest import AudioDecoder
 from .protocol import (
@@ -49,6 +49,7 @@ ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to st
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
 RETRY_OVERLAP = 0.2  # s of committed words (about one) kept before that tail
+MERGED_OVERLAP = 0.3  # s a final decode's first new word may start before the committed words end
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 
 
@@ -97,7 +98,8 @@ class Session:
         self._buffer = AudioBuffer()
         self._fixed_language = language != "auto" or not model.multilingual
         self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
-        self._prompt = ""  # committed text before the buffer, given to the decoder as context
+        self._prompt = ""  # committed text before the buffer, given to the decoder as context...
+        self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
         self._committed_in_buffer: list[Word] = []  # committed words whose audio is still in the buffer
         self._next_stable_id = 0
         self._speech_pending = False  # the uncommitted audio may hold speech
@@ -109,7 +111,7 @@ class Session:
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._serial = 0
-        self._partial_text = ""
+        self._partial_words: list[Word] = []  # the uncommitted words last sent as `partial`
         self.stopping = False  # no more audio will come
         self._announce_end = True
         self.ended = False
@@ -206,7 +208,7 @@ class Session:
 
     def _trim_silence(self) -> None:
         """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
-        self._extend_prompt("".join(w.text for w in self._committed_in_buffer))
+        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
         self._committed_in_buffer = []
         keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
         self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
@@ -356,6 +358,13 @@ class Session:
         `final` commits every word, or with `until` every word that starts before that time.
         """
         messages: list[ServerMessage] = []
+        if final and not self._tail_retried and (self._overlaps_committed(words) or self._contradicts_partial(words)):
+            # Whisper drops a phrase that repeats one just before it ("…for you, ask what you can
+            # do for your country" heard as "…for your country"): a final decode that runs new
+            # words into committed ones, or does not go on from the partial before it, would lose
+            # words if committed. Decode again on a window that starts after the committed words.
+            self._decode_again_after_committed()
+            return messages
         if final:
             limit = len(words) if until is None else next((i for i, w in enumerate(words) if w.start >= until), len(words))
             if truncated:
@@ -377,9 +386,7 @@ class Session:
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
             # starting a word before, so no cut clips the tail), before the utterance is done.
-            self._tail_retried = True
-            self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
-            self._trim_committed(everything=True, overlap=RETRY_OVERLAP)
+            self._decode_again_after_committed()
             done = False
         elif committed:
             self._trim_committed(everything=final, overlap=self._config.stream.overlap)
@@ -396,6 +403,24 @@ class Session:
             self._trim_silence()
         messages.extend(self._update_partial(remaining))
         return messages
+
+    def _overlaps_committed(self, words: list[Word]) -> bool:
+        """Whether new words start well inside the committed words still in the buffer."""
+        committed = self._committed_in_buffer
+        return bool(committed and words) and words[0].start < committed[-1].end - MERGED_OVERLAP
+
+    def _contradicts_partial(self, words: list[Word]) -> bool:
+        """Whether a decode's new words do not start with the first word of the last partial."""
+        partial = self._partial_words
+        return bool(partial) and (not words or word_key(words[0]) != word_key(partial[0]))
+
+    def _decode_again_after_committed(self) -> None:
+        """Once per utterance: the final decode is done again on a window that starts a word
+        before the end of the committed words, so no cut clips what follows."""
+        self._tail_retried = True
+        self._hypothesis = None  # not to be committed at the endpoint meanwhile
+        self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+        self._trim_committed(everything=True, overlap=RETRY_OVERLAP)
 
     def _trim_committed(self, *, everything: bool, overlap: float) -> None:
         """Cuts the buffer after committed words: at the end of the last committed Whisper segment,
@@ -427,12 +452,22 @@ class Session:
         end = min(last.end, last.start + MAX_WORD_SECONDS)
         cut = end if nxt is None else nxt.start if nxt.start <= end else (end + nxt.start) / 2
         self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
-        self._extend_prompt("".join(w.text for w in in_buffer[: cut_after + 1]))
+        self._extend_prompt(in_buffer[: cut_after + 1])
         self._committed_in_buffer = in_buffer[cut_after + 1 :]
 
-    def _extend_prompt(self, text: str) -> None:
-        """The prompt is the committed text before the buffer: the decoder's previous context."""
-        text = self._prompt + text
+    def _extend_prompt(self, words: list[Word], *, utterance_ended: bool = False) -> None:
+        """The prompt is the committed text before the buffer, the decoder's previous context, up
+        to the end of the last Whisper segment (or utterance) in it. A prompt that stops inside a
+        sentence is continued rather than followed: after "…your country can do for", the audio
+        "you, ask what you can do for your country" decodes as "your country".
+        """
+        text = self._prompt
+        for word in words:
+            self._prompt_open += word.text
+            if word.ends_segment or word.text.rstrip().endswith((".", "?", "!")):
+                text, self._prompt_open = text + self._prompt_open, ""
+        if utterance_ended:
+            text, self._prompt_open = text + self._prompt_open, ""
         limit = self._config.stream.prompt_chars
         if len(text) > limit:
             # Cut at a word boundary, so the prompt never starts with half a word.
@@ -459,7 +494,7 @@ class Session:
             loop_at = 0  # repetitive beyond what we can locate: trust none of it
         if loop_at is not None:
             # A loop is never committed, and the prompt that may have led into it is dropped.
-            self._prompt = ""
+            self._prompt = self._prompt_open = ""
             self._policy.reset()
             return words[:loop_at], request.window_end
         return words, words[-1].end if words else request.window_start
@@ -499,9 +534,9 @@ class Session:
 
     def _update_partial(self, words: list[Word]) -> list[ServerMessage]:
         text = "".join(w.text for w in words)
-        if text == self._partial_text:
+        previous, self._partial_words = self._partial_words, words
+        if text == "".join(w.text for w in previous):
             return []
-        self._partial_text = text
         if not words:
             return [Partial("", self._buffer.start_time, self._buffer.start_time)]
         timings = tuple(WordTiming(w.text, w.start, w.end, w.probability) for w in words)
