@@ -9,15 +9,19 @@ a session is in flight, and whatever audio arrives meanwhile is in the next one.
 Gating: a session asks for ticks only while its uncommitted audio holds speech (VAD); in
 silence the buffer keeps just a short pre-roll, so silence is never decoded.
 
-Each decode hears the whole buffer, prompted with the committed text before it. Words become
-stable by the commit policy (LocalAgreement-2), or all at once at an endpoint (the VAD heard the
-speaker stop), on flush/stop, or when the buffer nears the 30 s window. The buffer is cut at the
-end of the last committed Whisper segment (or after the last committed word once it is long);
-committed words still in the buffer are heard again and dropped from new hypotheses.
+Each decode hears the whole buffer, prompted with the committed text before it (up to the last
+finished segment). Words become stable by the commit policy (LocalAgreement-2), or all at once at
+an endpoint (the VAD heard the speaker stop), on flush/stop, or when the buffer nears the 30 s
+window; a final decode that looks wrong (stopped short of the speech, ran into committed words,
+or broke from the last partial) is done once more on a window starting after the committed words.
+The buffer is cut at the end of a committed Whisper segment (or at a committed word once it is
+long), keeping `stream.overlap` s of committed speech: those words are heard again as context
+and matched on text to be dropped from new hypotheses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,6 +54,9 @@ EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's 
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
 RETRY_OVERLAP = 0.2  # s of committed words (about one) kept before that tail
 MERGED_OVERLAP = 0.3  # s a final decode's first new word may start before the committed words end
+FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh", "uhhuh"})  # word_key()s
+UNHEARD_WORD = 0.02  # s: a word aligned to less than this was not found in the audio...
+UNHEARD_RUN = 2  # ...and a hypothesis ending in this many such words made them up
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 
 
@@ -67,7 +74,7 @@ class _Heard:
 
     words: list[Word]
     window_end: float
-    heard_until: float  # end of the decode's last word, committed ones included
+    heard_until: float  # how far the decode heard (see `_guarded_words`)
     epoch: int
     language: str
 
@@ -182,6 +189,7 @@ class Session:
         for transition in self._vad.feed(samples):
             if isinstance(transition, SpeechStart):
                 self._speech_epoch += 1
+                self._tail_retried = False  # a new utterance may need its own second decode
                 if not self._speech_pending:
                     self._speech_pending = True
                     start_sample = int(transition.time * SAMPLE_RATE)
@@ -485,10 +493,12 @@ class Session:
             # The model doubts there is speech; noise the VAD let through reads as a word or two
             # of low probability ("Yeah."), so a doubtful text is not trusted either; nor is any
             # doubted text from an utterance's tail decoded again (noise after speech: "Thank you.").
-            mean_probability = sum(w.probability for w in hypothesis.words) / len(hypothesis.words)
-            if self._tail_retried or hypothesis.avg_logprob < stream.logprob_threshold or mean_probability < stream.doubtful_word_probability:
+            doubtful = _mean_probability(hypothesis.words) < stream.doubtful_word_probability
+            if self._tail_retried or hypothesis.avg_logprob < stream.logprob_threshold or doubtful:
                 return [], request.window_end
         words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
+        if words and all(word_key(w) in FILLERS for w in words) and _mean_probability(words) < stream.doubtful_word_probability:
+            return [], request.window_end  # "Mm-hmm." heard in film ambience: unsure fillers alone are noise
         loop_at = find_repetition_loop(words)
         if hypothesis.compression_ratio > stream.compression_ratio_threshold and loop_at is None:
             loop_at = 0  # repetitive beyond what we can locate: trust none of it
@@ -497,6 +507,9 @@ class Session:
             self._prompt = self._prompt_open = ""
             self._policy.reset()
             return words[:loop_at], request.window_end
+        unheard = _unheard_run(words)
+        if unheard < len(words):
+            return words[:unheard], request.window_end
         return words, words[-1].end if words else request.window_start
 
     def _new_words(self, words: list[Word]) -> list[Word]:
@@ -547,6 +560,21 @@ class Session:
             self.ended = True
             return [End(self._next_stable_id - 1, self._buffer.end_time)] if self._announce_end else []
         return []
+
+
+def _mean_probability(words: Sequence[Word]) -> float:
+    return sum(w.probability for w in words) / len(words)
+
+
+def _unheard_run(words: list[Word]) -> int:
+    """Where a closing run of `UNHEARD_RUN` or more words that alignment found no audio for (each
+    under `UNHEARD_WORD` s) begins: text the decoder made up after the speech it heard, as when it
+    repeats the sentence before ("…10 meters. Go forward 10 meters." with the last four at one
+    instant). len(words) when there is none."""
+    start = len(words)
+    while start > 0 and words[start - 1].end - words[start - 1].start < UNHEARD_WORD:
+        start -= 1
+    return start if len(words) - start >= UNHEARD_RUN else len(words)
 
 
 def _clamped(word: Word) -> Word:

@@ -210,12 +210,35 @@ def test_buffer_is_trimmed_at_the_last_commit(mixed) -> None:
         assert request.window_start == pytest.approx(round(request.window_start * SAMPLE_RATE) / SAMPLE_RATE)
 
 
+def test_the_prompt_ends_where_a_segment_ends(mixed) -> None:
+    """A prompt that stops mid-phrase is continued by the decoder instead of the audio being
+    followed, so the prompt holds committed text only up to the last finished segment."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    closing = tuple(w.text for w in script if w.ends_segment)
+    _, requests = drive(new_session(trim_after=3.0), audio, lambda r: hear(script, r))
+    mid_utterance = [r for r in requests if any(u.start_s + 1.0 < r.window_start < u.end_s - 1.0 for u in clip.segments[:3])]
+    assert mid_utterance, "no cut inside an utterance"
+    assert all(r.prompt == "" or r.prompt.endswith(closing) for r in requests), {r.prompt[-30:] for r in requests}
+    assert any(r.prompt.endswith(closing) for r in mid_utterance if r.window_start > clip.segments[1].start_s)
+
+
 def test_no_speech_results_emit_nothing(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 1)
     produced, requests = drive(new_session(), audio[: 7 * SAMPLE_RATE], lambda r: hear(script, r, no_speech_prob=0.9, avg_logprob=-1.5))
     assert requests
     assert not [m for _, m in produced if isinstance(m, (Stable, Partial))]
+
+
+def test_unsure_fillers_alone_are_noise(mixed) -> None:
+    clip, audio = mixed
+    fillers = (Word(" Mm", 0.2, 0.9, 0.23), Word("-hmm.", 0.9, 1.0, 0.64))
+    produced, requests = drive(new_session(), audio[: 4 * SAMPLE_RATE], lambda r: replace(hear([], r), words=fillers))
+    assert requests and not [m for _, m in produced if isinstance(m, (Stable, Partial)) and m.text]
+    sure = tuple(replace(w, probability=0.9) for w in fillers)  # said clearly, "mm-hmm" is speech
+    produced, _ = drive(new_session(), audio[: 4 * SAMPLE_RATE], lambda r: replace(hear([], r), words=sure))
+    assert [m for _, m in produced if isinstance(m, Stable) and "hmm" in m.text]
 
 
 def test_a_repetition_loop_is_never_committed_and_resets_the_prompt(mixed) -> None:
@@ -234,6 +257,25 @@ def test_a_repetition_loop_is_never_committed_and_resets_the_prompt(mixed) -> No
     assert " thank you thank you" not in stable_text  # the loop never reaches stable text
     # The context that led into a loop is not given again.
     assert all("thank you thank you" not in r.prompt for r in calls)
+
+
+def test_words_made_up_after_the_speech_are_never_committed(mixed) -> None:
+    """Seen in the daemon: a decode ended "…10 meters. Go forward 10 meters.", its last four
+    words aligned to one instant: text the model made up, not audio it heard (here the
+    classic "Thank you for watching.")."""
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+
+    def repeats(request: TickRequest) -> Hypothesis:
+        hypothesis = hear(script, request)
+        end = hypothesis.words[-1].end if hypothesis.words else 0.0
+        made_up = tuple(Word(text, end, end, 0.8) for text in (" Thank", " you", " for", " watching."))
+        return replace(hypothesis, words=hypothesis.words + made_up)
+
+    produced, _ = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], repeats)
+    stable = "".join(m.text for _, m in produced if isinstance(m, Stable))
+    assert stable.split() == [w.text.strip() for w in script]
+    assert not [m for _, m in produced if isinstance(m, Partial) and "watching" in m.text]
 
 
 def test_language_is_detected_once_then_kept(mixed) -> None:
