@@ -296,18 +296,7 @@ class Session:
             # to decode the same audio again before committing.
             final, until, self._final_reason = True, self._endpoint_until(), None
         self._hypothesis = _Heard(words, request.window_end, heard_until, request.speech_epoch, hypothesis.language)
-        messages.extend(
-            self._decide(
-                words,
-                window_end=request.window_end,
-                heard_until=heard_until,
-                final=final,
-                until=until,
-                truncated=request.truncated,
-                epoch=request.speech_epoch,
-                language=hypothesis.language,
-            )
-        )
+        messages.extend(self._decide(self._hypothesis, final=final, until=until, truncated=request.truncated))
         return messages + self._maybe_end()
 
     def _heard_past_endpoint(self, window_end: float, words: list[Word]) -> bool:
@@ -337,34 +326,15 @@ class Session:
         if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
         self._final_reason = None
-        until = self._endpoint_until()
-        return self._decide(
-            heard.words,
-            window_end=heard.window_end,
-            heard_until=heard.heard_until,
-            final=True,
-            until=until,
-            truncated=False,
-            epoch=heard.epoch,
-            language=heard.language,
-        )
+        return self._decide(heard, final=True, until=self._endpoint_until(), truncated=False)
 
-    def _decide(
-        self,
-        words: list[Word],
-        *,
-        window_end: float,
-        heard_until: float,
-        final: bool,
-        until: float | None,
-        truncated: bool,
-        epoch: int,
-        language: str,
-    ) -> list[ServerMessage]:
-        """Asks the commit policy, commits, trims the buffer, and updates the partial.
+    def _decide(self, heard: _Heard, *, final: bool, until: float | None, truncated: bool) -> list[ServerMessage]:
+        """Asks the commit policy about a decode's new words, commits, trims the buffer, and
+        updates the partial.
 
         `final` commits every word, or with `until` every word that starts before that time.
         """
+        words = heard.words
         messages: list[ServerMessage] = []
         if final and not self._tail_retried and (self._overlaps_committed(words) or self._contradicts_partial(words)):
             # Whisper drops a phrase that repeats one just before it ("…for you, ask what you can
@@ -382,15 +352,15 @@ class Session:
         else:
             # A word near the window's edge may be cut off, or misheard for want of what follows,
             # the same way twice: it waits until the audio after it is heard.
-            whole = next((i for i, w in enumerate(words) if w.end >= window_end - self._config.stream.agreement_margin), len(words))
+            whole = next((i for i, w in enumerate(words) if w.end >= heard.window_end - self._config.stream.agreement_margin), len(words))
             count = self._policy.decide(words[:whole], final=False)
         committed, remaining = words[:count], words[count:]
         if committed:
-            messages.extend(self._commit(committed, language))
+            messages.extend(self._commit(committed, heard.language))
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
-        done = final and not truncated and not remaining and self._speech_epoch == epoch and (self.stopping or not self._vad.in_speech)
-        if done and self._committed_in_buffer and self._unheard_tail(heard_until):
+        done = final and not truncated and not remaining and self._speech_epoch == heard.epoch and (self.stopping or not self._vad.in_speech)
+        if done and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
             # starting a word before, so no cut clips the tail), before the utterance is done.
