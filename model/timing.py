@@ -127,7 +127,7 @@ def align_words(
     eot = tokenizers[0].eot
     # Right padding is harmless: attention is causal, so no real token sees the padding.
     tokens = torch.tensor([s + [eot] * (length - len(s)) for s in sequences], device=model.device)
-    weights, logits = model.alignment_weights(tokens, audio_features)
+    weights, logits = model.alignment_pass(tokens, audio_features)
     result: list[list[_Timing]] = []
     for row in range(rows):
         tokenizer, text = tokenizers[row], list(text_tokens[row])

@@ -275,7 +275,7 @@ class Whisper(nn.Module):
             hidden = hidden[:, list(positions)]
         return self.project(hidden)
 
-    def alignment_weights(self, tokens: Tensor, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+    def alignment_pass(self, tokens: Tensor, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """One pass over whole sequences `tokens` [B, T]: the cross-attention weights
         [B, K, T, n_audio_ctx] of the K alignment heads (float32), and the logits [B, T, n_vocab]."""
         heads = self.alignment_heads.tolist()

@@ -114,7 +114,7 @@ class Session:
         self._final_reason: str | None = None  # endpoint | flush | stop | full: commit all at the next tick
         self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
         self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
-        self._tail_retried = False  # this utterance's unheard tail was decoded once more already
+        self._tail_retried = False  # this utterance's final decode was done once more already
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._serial = 0
@@ -308,10 +308,9 @@ class Session:
         return all(w.end < window_end - EDGE_MARGIN for w in words if w.start < until)
 
     def _unheard_tail(self, heard_until: float) -> bool:
-        """Whether the speaker went on past the decode's last word by more than `UNHEARD_TAIL`
-        (once per utterance: a tail that holds no words, a cough, must not loop)."""
+        """Whether the speaker went on past the decode's last word by more than `UNHEARD_TAIL`."""
         voice_end = self._endpoint_time if self._endpoint_time is not None else self._vad.last_voiced_end
-        return not self._tail_retried and voice_end - heard_until > UNHEARD_TAIL
+        return voice_end - heard_until > UNHEARD_TAIL
 
     def _endpoint_until(self) -> float | None:
         """An endpoint commits the words that started before the speaker stopped; later ones
@@ -360,7 +359,7 @@ class Session:
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
         done = final and not truncated and not remaining and self._speech_epoch == heard.epoch and (self.stopping or not self._vad.in_speech)
-        if done and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
+        if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
             # starting a word before, so no cut clips the tail), before the utterance is done.
@@ -393,8 +392,9 @@ class Session:
         return bool(partial) and (not words or word_key(words[0]) != word_key(partial[0]))
 
     def _decode_again_after_committed(self) -> None:
-        """Once per utterance: the final decode is done again on a window that starts a word
-        before the end of the committed words, so no cut clips what follows."""
+        """The final decode is done again on a window that starts a word before the end of the
+        committed words, so no cut clips what follows. Once per utterance (callers check
+        `_tail_retried`): a tail that holds no words, a cough, must not loop."""
         self._tail_retried = True
         self._hypothesis = None  # not to be committed at the endpoint meanwhile
         self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")

@@ -25,7 +25,7 @@ from model.audio import SAMPLE_RATE
 from model.decoding import model_tokenizer
 from model.runtime import cpu_has_native_bfloat16
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
-from model.weights import load_model
+from model.weights import default_device, load_model
 from model.whisper import Whisper
 
 from .config import ModelConfig, StreamConfig
@@ -115,7 +115,7 @@ class ModelWorker:
         config = self._config
         if config.threads:
             torch.set_num_threads(config.threads)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+        device = default_device() if config.device == "auto" else config.device
         dtype = None if config.dtype == "auto" else config.dtype
         if dtype is None and device == "cpu" and cpu_has_native_bfloat16():
             dtype = "bfloat16"  # about twice as fast as float32 here: the encoder pass is most of a tick
