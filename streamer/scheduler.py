@@ -121,6 +121,13 @@ class TickScheduler:
                 log.exception("session %s: applying a result failed", session.id)
                 self._fail(session, exc)
                 continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "session %s tick %d: %.2f-%.2f s%s heard %r (no-speech %.2f); sends %s",
+                    session.id, request.serial, request.window_start, request.window_end, " final" if request.final else "",
+                    "".join(w.text for w in hypothesis.words), hypothesis.no_speech_prob,
+                    ", ".join(type(m).__name__ for m in messages) or "nothing",
+                )
             self._deliver(session, messages)
 
     async def _batch_failed(self, batch: list[tuple[Session, TickRequest]], exc: Exception) -> None:

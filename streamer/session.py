@@ -358,7 +358,10 @@ class Session:
             messages.extend(self._commit(committed, heard.language))
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
-        done = final and not truncated and not remaining and self._speech_epoch == heard.epoch and (self.stopping or not self._vad.in_speech)
+        # The utterance is done when this decode committed everything and heard all the speech:
+        # speech said while it ran (a new onset, or more of the same one) is still to decode.
+        heard_all = self._speech_epoch == heard.epoch and self._vad.last_voiced_end <= heard.window_end
+        done = final and not truncated and not remaining and heard_all and (self.stopping or not self._vad.in_speech)
         if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
@@ -369,6 +372,8 @@ class Session:
             self._trim_committed(everything=final, overlap=self._config.stream.overlap)
         if final and truncated:
             self._final_reason = self._final_reason or "full"
+        if final and not done and self._final_reason != "endpoint":
+            self._endpoint_time = None  # that endpoint is committed; the next one sets its own
         if done:
             self._speech_pending = False
             self._tail_retried = False

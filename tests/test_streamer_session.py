@@ -149,6 +149,88 @@ def test_no_word_is_lost_when_word_times_jitter_between_decodes(mixed, seed: int
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
 
 
+def unheard_if_cut(script: list[Word], request: TickRequest) -> Hypothesis:
+    """Like `hear`, but a word cut by the window's end is left out, as Whisper often does."""
+    hypothesis = hear(script, request)
+    return replace(hypothesis, words=tuple(w for w in hypothesis.words if not w.text.endswith("-")))
+
+
+@pytest.mark.parametrize("lag", [0.5, 1.0, 2.0, 3.0])
+def test_no_word_is_lost_when_audio_arrives_while_a_decode_runs(mixed, lag: float) -> None:
+    """A busy worker answers `lag` s of stream time after each request: speech, endpoints and
+    the stop arrive while decodes run."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    session = new_session()
+    session.open()
+    produced: list[object] = []
+    in_flight: tuple[TickRequest, int] | None = None
+    frames = range(0, len(audio), FRAME)
+
+    def answer() -> None:
+        nonlocal in_flight
+        assert in_flight is not None
+        produced.extend(session.apply_result(in_flight[0], unheard_if_cut(script, in_flight[0])))
+        in_flight = None
+
+    for i, offset in enumerate(frames):
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        if in_flight is not None and (i - in_flight[1]) * FRAME >= lag * SAMPLE_RATE:
+            answer()
+        if in_flight is None and session.wants_tick:
+            in_flight = session.make_tick_request(), i
+    produced.extend(session.stop())
+    while in_flight is not None or session.wants_tick:
+        if in_flight is None:
+            in_flight = session.make_tick_request(), 0
+        answer()
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert isinstance(produced[-1], End)
+
+
+def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
+    """The endpoint decode after "…can do for you," is asked for just after the next words began,
+    and the rest of the stream (with the stop) arrives while it runs: that decode heard none of
+    them, so it cannot end the stream. (It did, in the daemon under load: "ask what you can do
+    for your country" was dropped.)"""
+    clip = next(c for c in load_manifest() if c.id == "jfk_inaugural_excerpt")
+    audio = load_audio(clip.path)
+    (first_start, first_end), (second_start, second_end) = voiced_spans(audio)
+    first, second = clip.text.split(", ask what")
+    script = []
+    for text, begin, finish in ((first + ",", first_start, first_end), ("ask what" + second, second_start, second_end)):
+        spoken = text.split()
+        step = (finish - begin - 0.1) / len(spoken)
+        script += [Word(" " + w, begin + 0.1 + i * step, begin + 0.1 + (i + 0.8) * step, 0.9, i == len(spoken) - 1) for i, w in enumerate(spoken)]
+    session = new_session()
+    produced = list(session.open())
+    frames = iter(range(0, len(audio), FRAME))
+    for offset in frames:  # the first utterance, its decodes answered at once
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        while session.wants_tick:
+            request = session.make_tick_request()
+            produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+        if session.audio_seconds >= first_end - 0.2:
+            break
+    for offset in frames:  # the worker is busy: nothing is decoded until the next onset
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        if any(isinstance(m, VadEvent) and m.event == "speech_start" and m.time > first_end for m in produced):
+            break
+    request = session.make_tick_request()
+    assert request.final and unheard_if_cut(script, request).words[-1].text == " you,"
+    for offset in frames:
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+    produced.extend(session.stop())
+    produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+    while session.wants_tick:
+        request = session.make_tick_request()
+        produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert isinstance(produced[-1], End)
+
+
 def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
     """Whisper at times ends a window early, leaving the utterance's last words out; at the
     endpoint those words are decoded once more rather than dropped."""
