@@ -52,7 +52,7 @@ LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language 
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
-RETRY_OVERLAP = 0.2  # s of committed words (about one) kept before that tail
+RETRY_OVERLAP = 1.0  # s of committed words kept before that tail (a shorter window is heard worse)
 MERGED_OVERLAP = 0.3  # s a final decode's first new word may start before the committed words end
 FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh", "uhhuh"})  # word_key()s
 UNHEARD_WORD = 0.02  # s: a word aligned to less than this was not found in the audio...
@@ -365,7 +365,7 @@ class Session:
         if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
-            # starting a word before, so no cut clips the tail), before the utterance is done.
+            # starting a few words before, so no cut clips the tail), before the utterance is done.
             self._decode_again_after_committed()
             done = False
         elif committed:
@@ -397,9 +397,11 @@ class Session:
         return bool(partial) and (not words or word_key(words[0]) != word_key(partial[0]))
 
     def _decode_again_after_committed(self) -> None:
-        """The final decode is done again on a window that starts a word before the end of the
-        committed words, so no cut clips what follows. Once per utterance (callers check
-        `_tail_retried`): a tail that holds no words, a cough, must not loop."""
+        """The final decode is done again on a window that starts `RETRY_OVERLAP` s before the end
+        of the committed words, so no cut clips what follows: a fresh start for the decoder, with
+        enough audio before it to hear well (a 2 s window gave "the prophet of the prophet…").
+        Once per utterance (callers check `_tail_retried`): a tail that holds no words, a cough,
+        must not loop."""
         self._tail_retried = True
         self._hypothesis = None  # not to be committed at the endpoint meanwhile
         self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")

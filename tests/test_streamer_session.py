@@ -246,8 +246,12 @@ def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
             return replace(hypothesis, words=hypothesis.words[:-4])
         return hypothesis
 
-    produced, _ = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], stops_early)
+    produced, requests = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], stops_early)
     assert early, "no decode heard the end of the utterance"
+    retry = requests[requests.index(early[-1]) + 1]
+    missed = script[-3]  # " welcome": the tail of words the early decodes left out begins there
+    # The second decode hears about a second of audio before the words it missed, not a sliver.
+    assert retry.final and retry.window_start <= missed.start - 1.0 + 0.05
     stables = [m for _, m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
 
@@ -298,7 +302,7 @@ def test_the_prompt_ends_where_a_segment_ends(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)
     closing = tuple(w.text for w in script if w.ends_segment)
-    _, requests = drive(new_session(trim_after=3.0), audio, lambda r: hear(script, r))
+    _, requests = drive(new_session(trim_after=3.0, overlap=1.0), audio, lambda r: hear(script, r))
     mid_utterance = [r for r in requests if any(u.start_s + 1.0 < r.window_start < u.end_s - 1.0 for u in clip.segments[:3])]
     assert mid_utterance, "no cut inside an utterance"
     assert all(r.prompt == "" or r.prompt.endswith(closing) for r in requests), {r.prompt[-30:] for r in requests}
@@ -354,7 +358,7 @@ def test_words_made_up_after_the_speech_are_never_committed(mixed) -> None:
         made_up = tuple(Word(text, end, end, 0.8) for text in (" Thank", " you", " for", " watching."))
         return replace(hypothesis, words=hypothesis.words + made_up)
 
-    produced, _ = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], repeats)
+    produced, requests = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], repeats)
     stable = "".join(m.text for _, m in produced if isinstance(m, Stable))
     assert stable.split() == [w.text.strip() for w in script]
     assert not [m for _, m in produced if isinstance(m, Partial) and "watching" in m.text]
