@@ -145,3 +145,22 @@ def test_int8_and_short_names():
         quantised, exact = model(mel, tokens), full(mel, tokens)
     assert quantised.shape == exact.shape
     assert quantised[0, -1].argmax() == exact[0, -1].argmax()
+
+
+def test_bfloat16_cross_attention_of_a_decoding_step_matches_float32():
+    """A decoding step's attention over the audio frames takes a hand-written path in CPU
+    bfloat16 (faster than the SDPA kernel there); it must give what float32 SDPA gives."""
+    from model.whisper import SHORT_QUERY, MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(384, 6).eval()
+    audio = torch.randn(2, 1500, 384)
+    with torch.inference_mode():
+        for rows in (1, SHORT_QUERY):
+            x = torch.randn(2, rows, 384)
+            expected = attention.attend(x, *attention.keys_values(audio))
+            half = attention.to(torch.bfloat16)
+            got = half.attend(x.bfloat16(), *half.keys_values(audio.bfloat16())).float()
+            attention.float()
+            assert torch.allclose(got, expected, atol=3e-2, rtol=3e-2), (got - expected).abs().max()
+            assert (got - expected).abs().mean() < 5e-3
