@@ -358,10 +358,14 @@ class Session:
             messages.extend(self._commit(committed, heard.language))
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
-        # The utterance is done when this decode committed everything and heard all the speech:
-        # speech said while it ran (a new onset, or more of the same one) is still to decode.
-        heard_all = self._speech_epoch == heard.epoch and self._vad.last_voiced_end <= heard.window_end
-        done = final and not truncated and not remaining and heard_all and (self.stopping or not self._vad.in_speech)
+        done = final and not truncated and not remaining and (self.stopping or not self._vad.in_speech)
+        if done and (self._speech_epoch != heard.epoch or self._vad.last_voiced_end > heard.window_end):
+            # Voice came after this decode's window while it ran (more words, the next utterance,
+            # or a click): one more final decode hears it, rather than the stream ending without
+            # it, or its buffer staying open with no final decode to come.
+            self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+            self._endpoint_time = self._vad.last_voiced_end
+            done = False
         if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window

@@ -231,6 +231,56 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
     assert isinstance(produced[-1], End)
 
 
+def test_a_click_after_the_last_decode_of_an_utterance_does_not_hold_it_open(mixed) -> None:
+    """A click (voice, but no onset) while the decode that ends an utterance runs: the audio
+    after that decode is heard by one more final decode, the utterance ends, and the next one
+    is decoded from its own onset, not after the old utterance and the pause."""
+    clip, audio = mixed
+    script = scripted_words(clip, 2)
+    first_end = next(w.end for w in script if w.ends_segment)
+    audio = audio[: int((clip.segments[1].end_s + 1.0) * SAMPLE_RATE)]
+    click = (0.5 * np.sin(2 * np.pi * 300 * np.arange(960) / SAMPLE_RATE)).astype(np.float32)  # 60 ms
+    session = new_session()
+    produced = list(session.open())
+    requests: list[TickRequest] = []
+
+    def feed(offset: int, *, answer: bool = True) -> None:
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        while answer and session.wants_tick:
+            request = session.make_tick_request()
+            requests.append(request)
+            produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+
+    frames = iter(range(0, len(audio), FRAME))
+    for offset in frames:  # the utterance, decoded at once...
+        feed(offset)
+        if session.audio_seconds >= first_end - 0.2:
+            break
+    for offset in frames:  # ...but its end, till the pause has begun
+        feed(offset, answer=False)
+        if session.audio_seconds >= first_end + 0.35:
+            break
+    held = session.make_tick_request()  # it hears past the end of speech: it can be the final one
+    ended = lambda: any(isinstance(m, VadEvent) and m.event == "speech_end" for m in produced)  # noqa: E731
+    for offset in frames:  # the endpoint comes while it runs, and then a click
+        feed(offset, answer=False)
+        if ended():
+            break
+    produced.extend(session.on_audio(pcm(click)))
+    produced.extend(session.apply_result(held, unheard_if_cut(script, held)))
+    for offset in frames:
+        feed(offset)
+    produced.extend(session.stop())
+    while session.wants_tick:
+        request = session.make_tick_request()
+        requests.append(request)
+        produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+    second = [r for r in requests if r.window_end > clip.segments[1].start_s + 0.5]
+    assert second and all(r.window_start > first_end for r in second), [(r.window_start, r.window_end) for r in second[:3]]
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
     """Whisper at times ends a window early, leaving the utterance's last words out; at the
     endpoint those words are decoded once more rather than dropped."""
