@@ -352,7 +352,7 @@ def test_the_prompt_ends_where_a_segment_ends(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)
     closing = tuple(w.text for w in script if w.ends_segment)
-    _, requests = drive(new_session(trim_after=3.0, overlap=1.0), audio, lambda r: hear(script, r))
+    _, requests = drive(new_session(trim_after=3.0), audio, lambda r: hear(script, r))
     mid_utterance = [r for r in requests if any(u.start_s + 1.0 < r.window_start < u.end_s - 1.0 for u in clip.segments[:3])]
     assert mid_utterance, "no cut inside an utterance"
     assert all(r.prompt == "" or r.prompt.endswith(closing) for r in requests), {r.prompt[-30:] for r in requests}
