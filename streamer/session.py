@@ -478,6 +478,7 @@ class Session:
             if self._tail_retried or hypothesis.avg_logprob < stream.logprob_threshold or doubtful:
                 return [], request.window_end
         words = [_clamped(w.shifted(request.window_start)) for w in hypothesis.words]
+        words = _without_unsure_unheard_runs(words, stream.doubtful_word_probability)
         if words and all(word_key(w) in FILLERS for w in words) and _mean_probability(words) < stream.doubtful_word_probability:
             return [], request.window_end  # "Mm-hmm." heard in film ambience: unsure fillers alone are noise
         loop_at = find_repetition_loop(words)
@@ -556,6 +557,26 @@ def _unheard_run(words: list[Word]) -> int:
     while start > 0 and words[start - 1].end - words[start - 1].start < UNHEARD_WORD:
         start -= 1
     return start if len(words) - start >= UNHEARD_RUN else len(words)
+
+
+def _without_unsure_unheard_runs(words: list[Word], doubtful: float) -> list[Word]:
+    """`words` less every run of `UNHEARD_RUN` or more words aligned to no audio that the decoder
+    was unsure of (mean probability under `doubtful`): text it made up in the middle of what it
+    heard. Seen after a cut inside a phrase: "…or cost incurred in casting…" decoded as "fact,
+    it is" and "In case you are not required in casting…", each made-up word 0 ms long and of
+    probability 0.0-0.3."""
+    kept: list[Word] = []
+    run: list[Word] = []
+    for word in [*words, None]:
+        if word is not None and word.end - word.start < UNHEARD_WORD:
+            run.append(word)
+            continue
+        if len(run) < UNHEARD_RUN or _mean_probability(run) >= doubtful:
+            kept.extend(run)
+        run = []
+        if word is not None:
+            kept.append(word)
+    return kept
 
 
 def _clamped(word: Word) -> Word:

@@ -414,6 +414,26 @@ def test_words_made_up_after_the_speech_are_never_committed(mixed) -> None:
     assert not [m for _, m in produced if isinstance(m, Partial) and "watching" in m.text]
 
 
+def test_unsure_words_aligned_to_no_audio_are_never_committed(mixed) -> None:
+    """Seen in the daemon after a cut inside a phrase: "…incurred in casting…" decoded as
+    "In case you are not required in casting…", the made-up words each 0 ms long and of
+    probability 0.0-0.3. Such a run is dropped wherever it is; the words around it stand."""
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+
+    def makes_up(request: TickRequest) -> Hypothesis:
+        hypothesis = hear(script, request)
+        words = list(hypothesis.words)
+        if len(words) > 4:
+            at = words[3].end
+            words[4:4] = [Word(text, at, at, 0.1) for text in (" case", " you", " are", " not")]
+        return replace(hypothesis, words=tuple(words))
+
+    produced, _ = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], makes_up)
+    stable = "".join(m.text for _, m in produced if isinstance(m, Stable))
+    assert stable.split() == [w.text.strip() for w in script]
+
+
 def test_language_is_detected_once_then_kept(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 1)
