@@ -261,10 +261,9 @@ def test_a_click_after_the_last_decode_of_an_utterance_does_not_hold_it_open(mix
         if session.audio_seconds >= first_end + 0.35:
             break
     held = session.make_tick_request()  # it hears past the end of speech: it can be the final one
-    ended = lambda: any(isinstance(m, VadEvent) and m.event == "speech_end" for m in produced)  # noqa: E731
     for offset in frames:  # the endpoint comes while it runs, and then a click
         feed(offset, answer=False)
-        if ended():
+        if any(isinstance(m, VadEvent) and m.event == "speech_end" and m.time > first_end - 0.5 for m in produced):
             break
     produced.extend(session.on_audio(pcm(click)))
     produced.extend(session.apply_result(held, unheard_if_cut(script, held)))
