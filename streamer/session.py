@@ -56,7 +56,7 @@ RETRY_OVERLAP = 1.0  # s of committed words kept before that tail (a shorter win
 MERGED_OVERLAP = 0.3  # s a final decode's first new word may start before the committed words end
 FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh", "uhhuh"})  # word_key()s
 UNHEARD_WORD = 0.02  # s: a word aligned to less than this was not found in the audio...
-UNHEARD_RUN = 2  # ...and a hypothesis ending in this many such words made them up
+UNHEARD_RUN = 2  # ...and this many such words in a row were made up, not heard
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
 
 
@@ -363,7 +363,7 @@ class Session:
             # Voice came after this decode's window while it ran (more words, the next utterance,
             # or a click): one more final decode hears it, rather than the stream ending without
             # it, or its buffer staying open with no final decode to come.
-            self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+            self._want_final_decode()
             self._endpoint_time = self._vad.last_voiced_end
             done = False
         if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
@@ -408,8 +408,12 @@ class Session:
         must not loop."""
         self._tail_retried = True
         self._hypothesis = None  # not to be committed at the endpoint meanwhile
-        self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
+        self._want_final_decode()
         self._trim_committed(everything=True, overlap=RETRY_OVERLAP)
+
+    def _want_final_decode(self) -> None:
+        """The next tick is a final decode (for the reason already pending, if one is)."""
+        self._final_reason = self._final_reason or ("stop" if self.stopping else "endpoint")
 
     def _trim_committed(self, *, everything: bool, overlap: float) -> None:
         """Cuts the buffer after committed words: at the end of the last committed Whisper segment,
@@ -548,35 +552,35 @@ def _mean_probability(words: Sequence[Word]) -> float:
     return sum(w.probability for w in words) / len(words)
 
 
+def _unheard_runs(words: list[Word]) -> list[tuple[int, int]]:
+    """The (start, stop) index ranges of `UNHEARD_RUN` or more consecutive words that alignment
+    found no audio for (each under `UNHEARD_WORD` s): text the decoder made up."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i, word in enumerate([*words, None]):
+        if word is not None and word.end - word.start < UNHEARD_WORD:
+            continue
+        if i - start >= UNHEARD_RUN:
+            runs.append((start, i))
+        start = i + 1
+    return runs
+
+
 def _unheard_run(words: list[Word]) -> int:
-    """Where a closing run of `UNHEARD_RUN` or more words that alignment found no audio for (each
-    under `UNHEARD_WORD` s) begins: text the decoder made up after the speech it heard, as when it
-    repeats the sentence before ("…10 meters. Go forward 10 meters." with the last four at one
-    instant). len(words) when there is none."""
-    start = len(words)
-    while start > 0 and words[start - 1].end - words[start - 1].start < UNHEARD_WORD:
-        start -= 1
-    return start if len(words) - start >= UNHEARD_RUN else len(words)
+    """Where a closing unheard run (`_unheard_runs`) begins, however sure the decoder was of it:
+    text made up after the speech it heard, as when it repeats the sentence before ("…10
+    meters. Go forward 10 meters." with the last four at one instant). len(words) when none."""
+    runs = _unheard_runs(words)
+    return runs[-1][0] if runs and runs[-1][1] == len(words) else len(words)
 
 
 def _without_unsure_unheard_runs(words: list[Word], doubtful: float) -> list[Word]:
-    """`words` less every run of `UNHEARD_RUN` or more words aligned to no audio that the decoder
-    was unsure of (mean probability under `doubtful`): text it made up in the middle of what it
-    heard. Seen after a cut inside a phrase: "…or cost incurred in casting…" decoded as "fact,
-    it is" and "In case you are not required in casting…", each made-up word 0 ms long and of
-    probability 0.0-0.3."""
-    kept: list[Word] = []
-    run: list[Word] = []
-    for word in [*words, None]:
-        if word is not None and word.end - word.start < UNHEARD_WORD:
-            run.append(word)
-            continue
-        if len(run) < UNHEARD_RUN or _mean_probability(run) >= doubtful:
-            kept.extend(run)
-        run = []
-        if word is not None:
-            kept.append(word)
-    return kept
+    """`words` less every unheard run (`_unheard_runs`) the decoder was unsure of (mean
+    probability under `doubtful`): text it made up in the middle of what it heard. Seen after a
+    cut inside a phrase: "…or cost incurred in casting…" decoded as "fact, it is" and "In case you
+    are not required in casting…", each made-up word 0 ms long and of probability 0.0-0.3."""
+    dropped = {i for start, stop in _unheard_runs(words) if _mean_probability(words[start:stop]) < doubtful for i in range(start, stop)}
+    return [w for i, w in enumerate(words) if i not in dropped]
 
 
 def _clamped(word: Word) -> Word:
