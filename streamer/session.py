@@ -52,7 +52,7 @@ LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language 
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
-RETRY_OVERLAP = 1.0  # s of committed words kept before that tail (a shorter window is heard worse)
+RETRY_OVERLAP = 0.5  # s (at most half `stream.overlap`) of committed words kept before that tail
 MERGED_OVERLAP = 0.3  # s a final decode's first new word may start before the committed words end
 FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh", "uhhuh"})  # word_key()s
 UNHEARD_WORD = 0.02  # s: a word aligned to less than this was not found in the audio...
@@ -403,13 +403,16 @@ class Session:
     def _decode_again_after_committed(self) -> None:
         """The final decode is done again on a window that starts `RETRY_OVERLAP` s before the end
         of the committed words, so no cut clips what follows: a fresh start for the decoder, with
-        enough audio before it to hear well (a 2 s window gave "the prophet of the prophet…").
+        some audio before it to hear well (a 2 s window with 0.2 s gave "the prophet of the
+        prophet…"). Less than `stream.overlap`, so it is never the window that just failed (it
+        was, with 1 s: "…her parent forever with the race and descent of mortals and…" lost its
+        middle twice over).
         Once per utterance (callers check `_tail_retried`): a tail that holds no words, a cough,
         must not loop."""
         self._tail_retried = True
         self._hypothesis = None  # not to be committed at the endpoint meanwhile
         self._want_final_decode()
-        self._trim_committed(everything=True, overlap=RETRY_OVERLAP)
+        self._trim_committed(everything=True, overlap=min(RETRY_OVERLAP, self._config.stream.overlap / 2))
 
     def _want_final_decode(self) -> None:
         """The next tick is a final decode (for the reason already pending, if one is)."""

@@ -299,8 +299,9 @@ def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
     assert early, "no decode heard the end of the utterance"
     retry = requests[requests.index(early[-1]) + 1]
     missed = script[-3]  # " welcome": the tail of words the early decodes left out begins there
-    # The second decode hears about a second of audio before the words it missed, not a sliver.
-    assert retry.final and retry.window_start <= missed.start - 1.0 + 0.05
+    # The second decode hears some audio before the words it missed, not a sliver (0.2 s of
+    # committed words gave "the prophet of the prophet…" in the daemon).
+    assert retry.final and retry.window_start <= missed.start - 0.3
     stables = [m for _, m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
 
