@@ -3,6 +3,12 @@
 Modelled on openai/whisper's decoding.py, with explicit key/value caches: a batch of windows
 (each row with its own prompt, rows left-padded to one length) is decoded together; rows
 that finish leave the batch so they cost nothing more.
+
+Greedy decoding can take a draft per row (the tokens a previous decode of much the same audio
+gave, as a streaming daemon has): the draft is fed with the prompt in one pass, and each step
+whose chosen token is the drafted one takes its next logits from that pass instead of running
+the decoder again. A token that differs ends the draft. The tokens chosen are those of plain
+greedy decoding; the draft only saves decoder passes.
 """
 
 from __future__ import annotations
@@ -357,6 +363,37 @@ class MaximumLikelihoodRanker:
         return max(candidates, key=score)
 
 
+class Lookahead:
+    """Logits computed ahead from draft tokens already fed to the cache (see the module docstring).
+
+    `logits[:, j]` is what the decoder says after the first j + 1 draft tokens; they stand only
+    while every running row has chosen exactly its draft so far.
+    """
+
+    def __init__(self, draft: Tensor, logits: Tensor, cache_length: int) -> None:
+        self.draft = draft  # [N, K] the running rows' drafts, -1 past the end of a row's draft
+        self.logits = logits  # [N, K, V]
+        self.used = 0  # draft tokens chosen so far
+        self.start = cache_length - draft.shape[1]  # where the cache held the first draft token
+
+    def select(self, rows: Tensor) -> None:
+        """Keeps the running rows `rows` (finished rows left)."""
+        self.draft, self.logits = self.draft[rows], self.logits[rows]
+
+    def follow(self, chosen: Tensor) -> Tensor | None:
+        """The next logits, if every row chose its draft token; else None."""
+        j = self.used
+        if j >= self.draft.shape[1] or not bool((chosen == self.draft[:, j]).all()):
+            return None
+        self.used += 1
+        return self.logits[:, j]
+
+    @property
+    def valid_length(self) -> int:
+        """The cache length that holds only tokens really chosen (the rest is to be rewritten)."""
+        return self.start + self.used
+
+
 # ---------------------------------------------------------------- decoding a batch
 
 
@@ -400,12 +437,17 @@ def decode_features(
     options: DecodingOptions,
     prompts: Sequence[Sequence[int]] | None = None,
     languages: Sequence[str] | None = None,
+    drafts: Sequence[Sequence[int]] | None = None,
 ) -> list[DecodingResult]:
     """Decodes encoded windows [B, n_audio_ctx, d]; `languages` (one per row) overrides
-    `options.language` and detection."""
+    `options.language` and detection. `drafts` (one per row, may be empty) are the tokens each
+    row is expected to sample; greedy decoding checks them in one pass (see the module
+    docstring), other strategies ignore them."""
     n_audio = audio_features.shape[0]
     if prompts is not None and len(prompts) != n_audio:
         raise ValueError(f"{len(prompts)} prompts for {n_audio} windows")
+    if drafts is not None and len(drafts) != n_audio:
+        raise ValueError(f"{len(drafts)} drafts for {n_audio} windows")
     if prompts is not None and options.prompt is not None:
         raise ValueError("give either options.prompt or per-row prompts, not both")
     language_probs: list[dict[str, float]] | None = None
@@ -457,16 +499,25 @@ def decode_features(
         strategy = SamplingStrategy(options.temperature, tokenizer.eot, n_audio, per_audio)
 
     cache = model.new_cache(audio_features, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
-    first = model.logits(tokens, cache, positions=[sot_index, length - 1])
+    draft = None
+    if drafts is not None and options.temperature == 0 and options.beam_size is None:
+        draft = _draft_tensor(drafts, min(sample_len, n_ctx - length), device)
+    if draft is None:
+        first = model.logits(tokens, cache, positions=[sot_index, length - 1])
+    else:
+        # The drafts go in with the prompt; a padded place (-1) is fed EOT and never matches.
+        fed = torch.cat([tokens, draft.clamp(min=0).masked_fill(draft < 0, tokenizer.eot)], dim=1)
+        first = model.logits(fed, cache, positions=[sot_index, *range(length - 1, fed.shape[1])])
     no_speech_probs = first[:, 0].softmax(dim=-1)[:, tokenizer.no_speech].tolist()
     logits = first[:, 1]
+    lookahead = None if draft is None else Lookahead(draft, first[:, 2:], cache.length)
     row_audio = list(range(n_audio))
     if strategy.rows_per_audio > 1:
         repeat = torch.arange(n_audio, device=device).repeat_interleave(strategy.rows_per_audio)
         cache.reorder(repeat)
         tokens, logits, row_audio = tokens[repeat], logits[repeat], repeat.tolist()
     sum_logprobs = torch.zeros(tokens.shape[0], device=device)
-    candidates = _search(model, cache, tokens, logits, sum_logprobs, row_audio, filters, strategy, sample_begin, sample_len)
+    candidates = _search(model, cache, tokens, logits, sum_logprobs, row_audio, filters, strategy, sample_begin, sample_len, lookahead)
 
     ranker = MaximumLikelihoodRanker(options.length_penalty)
     results = []
@@ -501,13 +552,15 @@ def _search(
     strategy: SearchStrategy,
     sample_begin: int,
     sample_len: int,
+    lookahead: Lookahead | None = None,
 ) -> list[list[Candidate]]:
     """The token-by-token loop: filter, choose, feed the chosen tokens.
 
     `tokens`, `sum_logprobs` and `row_audio` describe the running rows; `slots` says which
     cache row each one is. A finished row stays in the cache (fed a dummy token, its output
     unused) until a quarter of the cache is finished: dropping rows copies the whole cache,
-    and an idle row costs only its cross-attention each step.
+    and an idle row costs only its cross-attention each step. While every row chooses its
+    draft token, `lookahead` has the next logits and the decoder is not run.
     """
     n_ctx = model.dims.n_text_ctx
     slots: Tensor | None = None  # None: the running rows are the cache rows, in order
@@ -530,10 +583,19 @@ def _search(
             else:
                 cache.reorder(moved)
                 slots = None
+            if lookahead is not None:
+                lookahead.select(step.source)
         tokens = torch.cat([tokens, step.tokens[:, None]], dim=1)
         sum_logprobs = step.sum_logprobs
         if tokens.shape[1] > n_ctx:
             break
+        if lookahead is not None:
+            ahead = lookahead.follow(step.tokens)
+            if ahead is not None:
+                logits = ahead
+                continue
+            cache.length = lookahead.valid_length  # the rest of the draft is overwritten from here
+            lookahead = None
         if slots is None:
             logits = model.logits(tokens[:, -1:], cache)[:, -1]
         else:
@@ -541,3 +603,12 @@ def _search(
             feed[slots, 0] = step.tokens
             logits = model.logits(feed, cache)[:, -1].index_select(0, slots)
     return strategy.finalize(tokens[:, sample_begin:], sum_logprobs, row_audio)
+
+
+def _draft_tensor(drafts: Sequence[Sequence[int]], limit: int, device: torch.device) -> Tensor | None:
+    """Drafts as one [B, K] tensor padded with -1 (at most `limit` tokens); None when all are empty."""
+    width = min(limit, max(map(len, drafts), default=0))
+    if width <= 0:
+        return None
+    rows = [list(d)[:width] for d in drafts]
+    return torch.tensor([row + [-1] * (width - len(row)) for row in rows], dtype=torch.long, device=device)

@@ -26,6 +26,8 @@ log = logging.getLogger("streamer")
 async def run_daemon(argv: list[str]) -> int:
     config = load_config(None, argv)
     logging.getLogger().setLevel(config.server.log_level.upper())
+    # websockets' debug log is every frame's bytes: ours says what the daemon does.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     worker = ModelWorker(config.model, config.stream)
     server = StreamerServer(config, worker)
     check_listen_address(config.server.host, server.auth.keys)

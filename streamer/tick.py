@@ -38,6 +38,7 @@ class TickRequest:
     commit_until: float | None  # ...or, at an endpoint, the words that start before this stream time
     speech_epoch: int  # the session's count of speech starts when the request was made
     truncated: bool = False  # the buffer held more than one window: audio continues past `audio`
+    draft: tuple[int, ...] = ()  # tokens of the last decode from the same window start and prompt
 
     @property
     def window_end(self) -> float:
@@ -52,3 +53,4 @@ class Hypothesis:
     avg_logprob: float
     no_speech_prob: float
     compression_ratio: float
+    tokens: tuple[int, ...] = ()  # what the decoder sampled: the next tick's draft

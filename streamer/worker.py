@@ -140,7 +140,8 @@ class ModelWorker:
         for (language, task), rows in groups.items():
             options = replace(self._options, language=language, task=task)
             prompts = [tokenizer.encode(requests[i].prompt) if requests[i].prompt else [] for i in rows]
-            results = decode_windows(model, [requests[i].audio for i in rows], options, prompts)
+            drafts = [requests[i].draft for i in rows]
+            results = decode_windows(model, [requests[i].audio for i in rows], options, prompts, drafts if any(drafts) else None)
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
         seconds = time.perf_counter() - began
@@ -163,4 +164,5 @@ def to_hypothesis(result: WindowResult) -> Hypothesis:
         avg_logprob=float(result.avg_logprob),
         no_speech_prob=float(result.no_speech_prob),
         compression_ratio=float(result.compression_ratio),
+        tokens=tuple(result.tokens),
     )

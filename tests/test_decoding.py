@@ -244,6 +244,39 @@ def test_batch_equals_rows_alone_and_beam_beats_greedy(tiny_en, short_mel, token
             assert b.text
 
 
+def test_a_draft_changes_no_token_and_saves_decoder_passes(tiny_en, short_mel, tokenizer, monkeypatch):
+    passes = []
+    logits = tiny_en.logits
+    monkeypatch.setattr(tiny_en, "logits", lambda *a, **k: passes.append(1) or logits(*a, **k))
+
+    def run(features, drafts=None, prompts=None):
+        passes.clear()
+        results = decode_features(tiny_en, features, DecodingOptions(), prompts, drafts=drafts)
+        return [(r.tokens, round(r.sum_logprob, 3), round(r.no_speech_prob, 4)) for r in results], len(passes)
+
+    with torch.inference_mode():
+        features = tiny_en.embed_audio(short_mel)
+        one = features[:1]
+        (plain,), plain_passes = run(one)
+        tokens = list(plain[0])
+        assert len(tokens) > 10
+        # The right draft: one pass for prompt and draft, EOT included.
+        assert run(one, [tokens]) == ([plain], 1)
+        # A draft that goes wrong halfway: decoded on from there, the same tokens.
+        wrong = tokens[: len(tokens) // 2] + [tokenizer.encode(" banana")[0]] * 5
+        same, passes_wrong = run(one, [wrong])
+        assert same == [plain] and passes_wrong == plain_passes - len(tokens) // 2
+        # Wrong from the start, longer than the text, or empty: the same tokens still.
+        assert run(one, [[tokenizer.timestamp_begin + 7] + tokens])[0] == [plain]
+        assert run(one, [tokens + tokens])[0] == [plain]
+        assert run(one, [[]]) == ([plain], plain_passes)
+        # Rows of a batch with different drafts (and a left-padded prompt): as without drafts.
+        prompts = [tokenizer.encode(" The president spoke."), []]
+        batch, _ = run(features, prompts=prompts)
+        drafted, batch_passes = run(features, [list(batch[0][0]), list(batch[1][0])[:4]], prompts)
+        assert drafted == batch and batch_passes < plain_passes
+
+
 def test_sampling_gives_text_at_temperature(tiny_en, short_mel):
     torch.manual_seed(0)
     results = decode(tiny_en, short_mel[:1], DecodingOptions(temperature=0.4, best_of=3))
