@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 # ../shared/data beside the checkout; WHISPER_STREAMER_DATA overrides it.
 DATA_DIR = Path(
@@ -71,3 +76,34 @@ def long_clip_reference(clip: Clip) -> str:
     """The reference text of a `long` clip: its utterances' `short` texts, in order."""
     by_id = {c.id: c for c in load_manifest()}
     return " ".join(by_id[u.id].text for u in clip.segments)
+
+
+def joined_clip(clip_id: str, parts: Sequence[Clip], seed: int, directory: Path) -> Clip:
+    """A `long` clip built as the shared ones are: `parts` (short clips) in a seeded random order,
+    joined by seeded random pauses of 0.5-1.5 s of silence, written to `directory` as 16 kHz WAV.
+    More long-form speech for the streaming benchmark, with other neighbours for each utterance."""
+    from model.audio import SAMPLE_RATE, load_audio  # the data index itself needs no model code
+
+    rng = random.Random(seed)
+    order = list(parts)
+    rng.shuffle(order)
+    pieces: list[np.ndarray] = []
+    segments: list[Utterance] = []
+    position = 0
+    for i, part in enumerate(order):
+        if i:
+            pause = round(rng.uniform(0.5, 1.5) * SAMPLE_RATE)
+            pieces.append(np.zeros(pause, np.float32))
+            position += pause
+        audio = load_audio(part.path)
+        segments.append(Utterance(part.id, position / SAMPLE_RATE, (position + len(audio)) / SAMPLE_RATE))
+        pieces.append(audio)
+        position += len(audio)
+    path = directory / f"{clip_id}.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2").tobytes())
+    text = " ".join(part.text for part in order)
+    return Clip(clip_id, path, position / SAMPLE_RATE, order[0].language, text, "long", tuple(segments))

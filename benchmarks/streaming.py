@@ -3,8 +3,10 @@
     python -m benchmarks.streaming [--model tiny.en] [--speed 1] [--json FILE] [-- DAEMON FLAGS...]
 
 Starts `python -m streamer` (port 0), replays every `long` clip with `python -m clients.replay`
-(its `--events` file: one JSON line per server message, `{"t", "sent", "msg"}`), then the
-`nonspeech` clips, and reports against the bars:
+(its `--events` file: one JSON line per server message, `{"t", "sent", "msg"}`), then `--joined`
+more long clips built the same way from the English `short` clips (`benchmarks.data.joined_clip`:
+each in another seeded order, with other pauses), then the `nonspeech` clips, and reports
+against the bars:
 
 - streaming WER of the stable text, beside offline WER (`model.transcribe`) on the same audio:
   streaming <= offline + 1.5 points;
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.daemon import Daemon
-from benchmarks.data import Clip, clips_of, long_clip_reference, load_manifest
+from benchmarks.data import Clip, clips_of, joined_clip, long_clip_reference, load_manifest
 from benchmarks.wer import normalize, word_error_rate
 
 BARS = {
@@ -182,14 +184,18 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run(model: str, speed: float, daemon_args: list[str], keep: Path | None = None, only: list[str] | None = None) -> Report:
-    long_clips = [c for c in clips_of("long") if not only or c.id in only]
-    nonspeech = [c for c in clips_of("nonspeech") if not only or c.id in only]
+def run(
+    model: str, speed: float, daemon_args: list[str], keep: Path | None = None, only: list[str] | None = None, joined: int = 1
+) -> Report:
     daemon = Daemon("--config", "config.toml", *daemon_args, model=model)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
             workdir = keep if keep is not None else Path(tmp)
             workdir.mkdir(parents=True, exist_ok=True)
+            shorts = clips_of("short", "en")
+            built = [joined_clip(f"joined_en_seed{seed}", shorts, seed, workdir) for seed in range(joined)]
+            long_clips = [c for c in clips_of("long") + built if not only or c.id in only]
+            nonspeech = [c for c in clips_of("nonspeech") if not only or c.id in only]
             replays = {}
             for clip in long_clips:
                 began = time.perf_counter()
@@ -200,9 +206,9 @@ def run(model: str, speed: float, daemon_args: list[str], keep: Path | None = No
                 for e in replay(daemon.url, clip, speed, workdir):
                     if e.msg.get("type") in ("partial", "stable") and e.msg.get("text", "").strip():
                         noise_text.append(f"{clip.id}: {e.msg['text'].strip()}")
+            offline = offline_transcripts(model, long_clips)  # while the built clips' files exist
     finally:
         daemon.stop()
-    offline = offline_transcripts(model, long_clips)
     reports = tuple(score_clip(c, replays[c.id], offline[c.id], speed) for c in long_clips)
     references = [long_clip_reference(c) for c in long_clips]
     streaming_wer = word_error_rate(references, [r.stable_text for r in reports])
@@ -265,10 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time, as the bars assume)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--clip", action="append", default=None, help="replay only this clip id (repeatable; default: every long and nonspeech clip)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the replays' event files in this folder")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the replays' event files (and built clips) in this folder")
+    parser.add_argument("--joined", type=int, default=1, help="long clips to build from the short ones (0: the shared long clips only)")
     parser.add_argument("daemon_args", nargs="*", help="extra daemon flags, after --")
     args = parser.parse_args(argv)
-    report = run(args.model, args.speed, args.daemon_args, args.keep, args.clip)
+    report = run(args.model, args.speed, args.daemon_args, args.keep, args.clip, args.joined)
     print_report(report)
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -15,6 +15,7 @@ from .tick import Word
 
 _PUNCTUATION = re.compile(r"[^\w']+")
 MAX_EXTRA_REHEARD = 2  # a decode may split a committed word or insert one, not re-hear a phrase more
+UNHEARD_HEAD = 2  # committed words at a window's start that a decode may leave out
 
 
 def word_key(word: Word) -> str:
@@ -82,7 +83,10 @@ def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | No
     and at most `MAX_EXTRA_REHEARD` words longer than it (so a phrase said again later, "ask not
     what your country can do for you, ask what you can do for your country", is never taken for
     the committed one); of equally close ones, the one where the next word starts nearest the
-    end of the committed words.
+    end of the committed words. Failing that, a hypothesis that starts with the committed words
+    less up to `UNHEARD_HEAD` of the first matches: Whisper often leaves out words at a window's
+    very start (after "…to form letterpress." a decode began "letterpress. It is of…"; counted as
+    edits, the match failed, and the fallback by time dropped "It").
     """
     if not committed:
         return 0
@@ -98,7 +102,9 @@ def skip_committed(committed: Sequence[Word], words: Sequence[Word]) -> int | No
     candidates = previous[: len(target) + MAX_EXTRA_REHEARD + 1]
     best = min(candidates)
     if best > len(target) // 2:
-        return None
+        # The decode may have left out the first committed words and heard the rest exactly.
+        rest = next((target[k:] for k in range(1, UNHEARD_HEAD + 1) if target[k:] and keys[: len(target) - k] == target[k:]), None)
+        return None if rest is None else len(rest)
     end = committed[-1].end
 
     def gap(j: int) -> float:

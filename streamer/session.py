@@ -111,7 +111,6 @@ class Session:
         self._next_stable_id = 0
         self._speech_pending = False  # the uncommitted audio may hold speech
         self._speech_epoch = 0  # speech starts seen; tells a result whether speech began after its request
-        self._onset = 0.0  # stream time of the latest speech start
         self._final_reason: str | None = None  # endpoint | flush | stop | full: commit all at the next tick
         self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
         self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
@@ -193,12 +192,15 @@ class Session:
         for transition in self._vad.feed(samples):
             if isinstance(transition, SpeechStart):
                 self._speech_epoch += 1
-                self._onset = transition.time
                 self._tail_retried = False  # a new utterance may need its own second decode
                 if not self._speech_pending:
                     self._speech_pending = True
-                    self._buffer.trim_to(int((transition.time - self._config.vad.preroll) * SAMPLE_RATE))
-                    self._wait_first_tick()
+                    start_sample = int(transition.time * SAMPLE_RATE)
+                    self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
+                    # The first decode waits for `first_tick` s of speech: less rarely reads as words.
+                    stream = self._config.stream
+                    first = int((stream.first_tick - stream.tick_interval) * SAMPLE_RATE)
+                    self._last_request_end = max(self._last_request_end, start_sample + first)
                 event = "speech_start"
             else:
                 if self._speech_pending and self._final_reason is None:
@@ -214,12 +216,6 @@ class Session:
         elif self._in_flight is None:
             self._trim_silence()
         return messages
-
-    def _wait_first_tick(self) -> None:
-        """The first decode of an utterance waits for `first_tick` s of speech: less rarely reads as words."""
-        stream = self._config.stream
-        first = int((self._onset + stream.first_tick - stream.tick_interval) * SAMPLE_RATE)
-        self._last_request_end = max(self._last_request_end, first)
 
     def _trim_silence(self) -> None:
         """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
@@ -376,16 +372,12 @@ class Session:
             self._want_final_decode()
             self._endpoint_time = self._vad.last_voiced_end
             done = False
-        next_began = final and not truncated and not done and self._next_utterance_began(until)
-        if (done or next_began) and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
+        if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
             # starting a few words before, so no cut clips the tail), before the utterance is done.
             self._decode_again_after_committed()
             done = False
-        elif next_began:
-            self._begin_next_utterance()
-            remaining = []
         elif committed:
             self._trim_committed(everything=final, overlap=self._config.stream.overlap)
         if final and truncated:
@@ -403,26 +395,6 @@ class Session:
             self._trim_silence()
         messages.extend(self._update_partial(remaining))
         return messages
-
-    def _next_utterance_began(self, until: float | None) -> bool:
-        """Whether the speaker began again after the endpoint that commits the words before `until`."""
-        return until is not None and self._vad.in_speech and self._onset >= until
-
-    def _begin_next_utterance(self) -> None:
-        """The utterance is committed, and the next one began while its final decode ran: the
-        buffer is cut in the pause, so the next decodes hear the new utterance alone, as after
-        silence. Hearing the old one's tail again misled the decoder ("…an ill-disposed young man.
-        Unless to be…" decoded as "Suppose young man, I'd less to be…", and offline the same words
-        came out right only without the sentence before)."""
-        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
-        self._committed_in_buffer = []
-        pause_end = self._onset - self._config.vad.preroll
-        speech_end = self._endpoint_time if self._endpoint_time is not None else pause_end
-        self._buffer.trim_to(int(max(pause_end, (speech_end + self._onset) / 2) * SAMPLE_RATE))
-        self._policy.reset()
-        self._hypothesis = None
-        self._tail_retried = False
-        self._wait_first_tick()
 
     def _overlaps_committed(self, words: list[Word]) -> bool:
         """Whether new words start well inside the committed words still in the buffer."""

@@ -70,6 +70,12 @@ def test_re_heard_committed_words_are_found_by_text_not_by_time() -> None:
     # Nothing like the committed words: no match (the caller falls back to times).
     assert skip_committed(committed, words("entirely different words here", 26.2)) is None
     assert skip_committed([], heard) == 0
+    # Committed words at the window's start that the decode left out (up to two), the rest heard.
+    tail = words("to form letterpress", 70.0)
+    assert skip_committed(tail, words("letterpress it is of the first", 70.6)) == 1
+    assert skip_committed(tail, words("form letterpress it is of the first", 70.3)) == 2
+    assert skip_committed(tail, words("it is of the first", 71.0)) is None  # all of it missing: by time
+    assert skip_committed(tail, words("letter press it is", 70.6)) is None
     # A phrase said again right after is new, however close its words are to the committed ones.
     said = words("ask not what your country can do for you ask")
     again = words("ask not what your country can do for you ask what you can do for your country")
