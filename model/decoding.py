@@ -8,7 +8,8 @@ Greedy decoding can take a draft per row (the tokens a previous decode of much t
 gave, as a streaming daemon has): the draft is fed with the prompt in one pass, and each step
 whose chosen token is the drafted one takes its next logits from that pass instead of running
 the decoder again. A token that differs ends the draft. The tokens chosen are those of plain
-greedy decoding; the draft only saves decoder passes.
+greedy decoding (up to rounding: in low precision, a step's logits computed within the one pass
+can differ in the last bits); the draft only saves decoder passes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from model.tokenizer import TASKS, Tokenizer, get_tokenizer, normalize_language
 from model.whisper import KVCache, Whisper
 
 TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 audio positions)
+MAX_DRAFT = 64  # draft tokens checked per row: their logits ([B, K, vocab] float32) are held at once
 
 
 @dataclass(frozen=True)
@@ -501,7 +503,7 @@ def decode_features(
     cache = model.new_cache(audio_features, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
     draft = None
     if drafts is not None and options.temperature == 0 and options.beam_size is None:
-        draft = _draft_tensor(drafts, min(sample_len, n_ctx - length), device)
+        draft = _draft_tensor(drafts, min(MAX_DRAFT, sample_len, n_ctx - length), device)
     if draft is None:
         first = model.logits(tokens, cache, positions=[sot_index, length - 1])
     else:
