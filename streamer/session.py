@@ -107,10 +107,13 @@ class Session:
         self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
         self._prompt = ""  # committed text before the buffer, given to the decoder as context...
         self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
+        self._unprompted = False  # this utterance is decoded without the prompt (see `_skipped_head`)
+        self._head: str | None = None  # word_key() a cut utterance's next decode should start with
         self._committed_in_buffer: list[Word] = []  # committed words whose audio is still in the buffer
         self._next_stable_id = 0
         self._speech_pending = False  # the uncommitted audio may hold speech
         self._speech_epoch = 0  # speech starts seen; tells a result whether speech began after its request
+        self._onset = 0.0  # stream time of the latest speech start
         self._final_reason: str | None = None  # endpoint | flush | stop | full: commit all at the next tick
         self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
         self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
@@ -192,6 +195,7 @@ class Session:
         for transition in self._vad.feed(samples):
             if isinstance(transition, SpeechStart):
                 self._speech_epoch += 1
+                self._onset = transition.time
                 self._tail_retried = False  # a new utterance may need its own second decode
                 if not self._speech_pending:
                     self._speech_pending = True
@@ -221,6 +225,7 @@ class Session:
         """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
         self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
         self._committed_in_buffer = []
+        self._unprompted = False
         keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
         self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
 
@@ -264,14 +269,14 @@ class Session:
             serial=self._serial,
             audio=audio,
             window_start=self._buffer.start_time,
-            prompt=self._prompt,
+            prompt="" if self._unprompted else self._prompt,
             language=self.language,
             task=self._start.task,
             final=self._final_reason is not None,
             commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
             speech_epoch=self._speech_epoch,
             truncated=self._buffer.end > self._buffer.start + len(audio),
-            draft=draft if (draft_start, draft_prompt) == (self._buffer.start_time, self._prompt) else (),
+            draft=draft if (draft_start, draft_prompt) == (self._buffer.start_time, "" if self._unprompted else self._prompt) else (),
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -293,6 +298,18 @@ class Session:
         messages: list[ServerMessage] = []
         heard, heard_until = self._guarded_words(request, hypothesis)
         words = self._new_words(heard)
+        head, self._head = self._head, None
+        if head is not None and request.prompt and (not words or word_key(words[0]) != head):
+            # The first decode after a cut in the pause (`_begin_next_utterance`) did not begin
+            # with what the decode before it heard there: Whisper drops a phrase that repeats the
+            # end of its prompt (after "…what your country can do for you,", the audio "ask what
+            # you can do for your country" decoded as "can do for your country"). Decoded again
+            # without the prompt; this hypothesis is not to be agreed with.
+            self._unprompted = True
+            self._hypothesis = None
+            if request.final:
+                self._want_final_decode()
+            return messages + self._maybe_end()
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
             messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
@@ -372,12 +389,15 @@ class Session:
             self._want_final_decode()
             self._endpoint_time = self._vad.last_voiced_end
             done = False
-        if done and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
+        next_began = final and not truncated and not done and self._next_utterance_began(until)
+        if (done or next_began) and not self._tail_retried and self._committed_in_buffer and self._unheard_tail(heard.heard_until):
             # Whisper at times ends a window early (a timestamp, then end of text) with speech
             # left after it. Like offline transcription, decode again from there (the window
             # starting a few words before, so no cut clips the tail), before the utterance is done.
             self._decode_again_after_committed()
             done = False
+        elif next_began:
+            self._begin_next_utterance(remaining)
         elif committed:
             self._trim_committed(everything=final, overlap=self._config.stream.overlap)
         if final and truncated:
@@ -395,6 +415,27 @@ class Session:
             self._trim_silence()
         messages.extend(self._update_partial(remaining))
         return messages
+
+    def _next_utterance_began(self, until: float | None) -> bool:
+        """Whether the speaker began again after the endpoint that commits the words before `until`."""
+        return until is not None and self._vad.in_speech and self._onset >= until
+
+    def _begin_next_utterance(self, heard: list[Word]) -> None:
+        """The utterance is committed, and the next one began while its final decode ran: the
+        buffer is cut in the pause, so the next decodes hear the new utterance alone, as after
+        silence. With the old one's tail kept, the decoder at times left the committed words out
+        and laid the new first word over their audio, and it was lost ("…with ugly ones. And it
+        was…"). `heard`, the new utterance's start as this decode heard it, stays the partial and
+        the agreement's last hypothesis, and the next decode must begin as it does."""
+        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
+        self._committed_in_buffer = []
+        self._unprompted = False
+        speech_end = self._endpoint_time if self._endpoint_time is not None else self._onset
+        cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
+        self._buffer.trim_to(int(cut * SAMPLE_RATE))
+        self._hypothesis = None
+        self._tail_retried = False
+        self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
 
     def _overlaps_committed(self, words: list[Word]) -> bool:
         """Whether new words start well inside the committed words still in the buffer."""

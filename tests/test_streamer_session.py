@@ -231,6 +231,73 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
     assert isinstance(produced[-1], End)
 
 
+def race_to_the_next_utterance(audio: np.ndarray, clip: Clip, script: list[Word], respond):
+    """Drives a session whose decode that ends the first utterance is answered only after the
+    speaker began the next one (half a second into it); the others at once."""
+    first_end = next(w.end for w in script if w.ends_segment)
+    session = new_session()
+    produced = list(session.open())
+    requests: list[TickRequest] = []
+    held: TickRequest | None = None
+    for offset in range(0, len(audio), FRAME):
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        onset_seen = any(isinstance(m, VadEvent) and m.event == "speech_start" and m.time > first_end for m in produced)
+        if held is not None and onset_seen and session.audio_seconds > clip.segments[1].start_s + 0.5:
+            produced.extend(session.apply_result(held, respond(held)))
+            held = None
+        while held is None and session.wants_tick:
+            request = session.make_tick_request()
+            requests.append(request)
+            if not onset_seen and first_end < request.window_end < clip.segments[1].start_s:
+                held = request  # the worker is slow with this one
+                break
+            produced.extend(session.apply_result(request, respond(request)))
+    produced.extend(session.stop())
+    while session.wants_tick:
+        request = session.make_tick_request()
+        requests.append(request)
+        produced.extend(session.apply_result(request, respond(request)))
+    assert held is None and any(first_end < r.window_end < clip.segments[1].start_s for r in requests)
+    return produced, requests
+
+
+def test_the_next_utterance_is_decoded_alone_when_it_began_during_the_endpoint_decode(mixed) -> None:
+    """The decode that ends an utterance is answered after the speaker began the next one:
+    that one is decoded from the pause on, as after silence, not after the old one's tail."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    first_end = next(w.end for w in script if w.ends_segment)
+    produced, requests = race_to_the_next_utterance(audio, clip, script, lambda r: unheard_if_cut(script, r))
+    second = [r for r in requests if r.window_end > clip.segments[1].start_s + 0.5 and not r.final]
+    assert second and all(r.window_start > first_end for r in second), [r.window_start for r in second]
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert isinstance(produced[-1], End)
+
+
+def test_a_phrase_skipped_after_the_prompt_is_decoded_again_without_it(mixed) -> None:
+    """After that cut in the pause, Whisper may drop the new utterance's first phrase when it
+    repeats the end of the prompt: a decode that does not begin as the one before it heard the
+    utterance begin is done again without the prompt, and no word is lost."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    first_end = next(w.end for w in script if w.ends_segment)
+    second_starts = next(i for i, w in enumerate(script) if w.start > first_end)
+
+    def skipping(request: TickRequest) -> Hypothesis:
+        hypothesis = unheard_if_cut(script, request)
+        if request.prompt and first_end < request.window_start <= script[second_starts].start:
+            skipped = {(w.start, w.end) for w in script[second_starts : second_starts + 3]}
+            kept = [w for w in hypothesis.words if (w.start + request.window_start, w.end + request.window_start) not in skipped]
+            return replace(hypothesis, words=tuple(kept))
+        return hypothesis
+
+    produced, requests = race_to_the_next_utterance(audio, clip, script, skipping)
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert any(r.prompt == "" and r.window_start > first_end for r in requests)
+
+
 def test_a_click_after_the_last_decode_of_an_utterance_does_not_hold_it_open(mixed) -> None:
     """A click (voice, but no onset) while the decode that ends an utterance runs: the audio
     after that decode is heard by one more final decode, the utterance ends, and the next one
