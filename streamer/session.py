@@ -16,7 +16,9 @@ window; a final decode that looks wrong (stopped short of the speech, ran into c
 or broke from the last partial) is done once more on a window starting after the committed words.
 The buffer is cut at the end of a committed Whisper segment (or at a committed word once it is
 long), keeping `stream.overlap` s of committed speech: those words are heard again as context
-and matched on text to be dropped from new hypotheses.
+and matched on text to be dropped from new hypotheses; between utterances it is cut in the
+pause, so an utterance is decoded alone. The worker checks each decode against the last one of
+the same window start (a draft), which makes most ticks cheaper.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ class Session:
         self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
         self._prompt = ""  # committed text before the buffer, given to the decoder as context...
         self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
-        self._unprompted = False  # this utterance is decoded without the prompt (see `_skipped_head`)
-        self._head: str | None = None  # word_key() a cut utterance's next decode should start with
+        self._unprompted = False  # this utterance is decoded without the prompt (see `apply_result`)
+        self._head: str | None = None  # word_key() the next decode should begin with (`_begin_next_utterance`)
         self._committed_in_buffer: list[Word] = []  # committed words whose audio is still in the buffer
         self._next_stable_id = 0
         self._speech_pending = False  # the uncommitted audio may hold speech
@@ -223,9 +225,7 @@ class Session:
 
     def _trim_silence(self) -> None:
         """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
-        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
-        self._committed_in_buffer = []
-        self._unprompted = False
+        self._close_utterance()
         keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
         self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
 
@@ -262,6 +262,7 @@ class Session:
         if not self.wants_tick:
             raise RuntimeError(f"session {self.id}: no tick is due")
         audio = self._buffer.window(N_SAMPLES)
+        prompt = "" if self._unprompted else self._prompt
         draft_start, draft_prompt, draft = self._draft
         self._serial += 1
         request = TickRequest(
@@ -269,14 +270,14 @@ class Session:
             serial=self._serial,
             audio=audio,
             window_start=self._buffer.start_time,
-            prompt="" if self._unprompted else self._prompt,
+            prompt=prompt,
             language=self.language,
             task=self._start.task,
             final=self._final_reason is not None,
             commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
             speech_epoch=self._speech_epoch,
             truncated=self._buffer.end > self._buffer.start + len(audio),
-            draft=draft if (draft_start, draft_prompt) == (self._buffer.start_time, "" if self._unprompted else self._prompt) else (),
+            draft=draft if (draft_start, draft_prompt) == (self._buffer.start_time, prompt) else (),
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -427,15 +428,19 @@ class Session:
         and laid the new first word over their audio, and it was lost ("…with ugly ones. And it
         was…"). `heard`, the new utterance's start as this decode heard it, stays the partial and
         the agreement's last hypothesis, and the next decode must begin as it does."""
-        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
-        self._committed_in_buffer = []
-        self._unprompted = False
+        self._close_utterance()
         speech_end = self._endpoint_time if self._endpoint_time is not None else self._onset
         cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
         self._buffer.trim_to(int(cut * SAMPLE_RATE))
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
+
+    def _close_utterance(self) -> None:
+        """The committed words of the buffer's utterance become prompt; the next one starts afresh."""
+        self._extend_prompt(self._committed_in_buffer, utterance_ended=True)
+        self._committed_in_buffer = []
+        self._unprompted = False
 
     def _overlaps_committed(self, words: list[Word]) -> bool:
         """Whether new words start well inside the committed words still in the buffer."""
