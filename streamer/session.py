@@ -120,6 +120,7 @@ class Session:
         self._endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
         self._hypothesis: _Heard | None = None  # the latest decode's uncommitted words
         self._tail_retried = False  # this utterance's final decode was done once more already
+        self._retry_fallback: list[Word] = []  # a final decode's words, should the one done again hear none
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._serial = 0
@@ -359,11 +360,18 @@ class Session:
         """
         words = heard.words
         messages: list[ServerMessage] = []
-        if final and not self._tail_retried and (self._overlaps_committed(words) or self._contradicts_partial(words)):
+        fallback, self._retry_fallback = self._retry_fallback, []
+        if final and not words and fallback:
+            # The decode done again heard nothing (tiny.en on the shorter window: "ask not what"
+            # came out empty at shutdown): what the first one heard stands.
+            words = fallback
+        elif final and not self._tail_retried and (self._overlaps_committed(words) or self._contradicts_partial(words)):
             # Whisper drops a phrase that repeats one just before it ("…for you, ask what you can
             # do for your country" heard as "…for your country"): a final decode that runs new
             # words into committed ones, or does not go on from the partial before it, would lose
             # words if committed. Decode again on a window that starts after the committed words.
+            if not self._overlaps_committed(words):
+                self._retry_fallback = words
             self._decode_again_after_committed()
             return messages
         if final:

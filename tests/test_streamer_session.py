@@ -298,6 +298,31 @@ def test_a_phrase_skipped_after_the_prompt_is_decoded_again_without_it(mixed) ->
     assert any(r.prompt == "" and r.window_start > first_end for r in requests)
 
 
+def test_a_final_decode_done_again_that_hears_nothing_loses_no_word(mixed) -> None:
+    """The stream stops mid-utterance; its final decode breaks from the partial ("asked" after
+    "ask"), so it is done again on a shorter window, and that one hears nothing (tiny.en did so
+    at a shutdown): the words of the first one are committed, not dropped."""
+    clip, audio = mixed
+    script = scripted_words(clip, 1)
+    stop_at = 4.6
+    finals: list[TickRequest] = []
+
+    def respond(request: TickRequest) -> Hypothesis:
+        hypothesis = unheard_if_cut(script, request)
+        if not request.final or request.window_end < stop_at - 0.5:  # not the opening blip's
+            return hypothesis
+        finals.append(request)
+        if len(finals) == 1:  # differs from the partial in its words' form only
+            return replace(hypothesis, words=tuple(replace(w, text=w.text + "ed") for w in hypothesis.words))
+        return replace(hypothesis, words=())
+
+    produced, _ = drive(new_session(), audio[: int(stop_at * SAMPLE_RATE)], respond)
+    assert len(finals) == 2
+    stables = [w.removesuffix("ed") for _, m in produced if isinstance(m, Stable) for w in m.text.split()]
+    assert stables == [w.text.strip() for w in script if w.end < stop_at]
+    assert isinstance(produced[-1][1], End)
+
+
 def test_a_click_after_the_last_decode_of_an_utterance_does_not_hold_it_open(mixed) -> None:
     """A click (voice, but no onset) while the decode that ends an utterance runs: the audio
     after that decode is heard by one more final decode, the utterance ends, and the next one
