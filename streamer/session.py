@@ -365,12 +365,12 @@ class Session:
             # The decode done again heard nothing (tiny.en on the shorter window: "ask not what"
             # came out empty at shutdown): what the first one heard stands.
             words = fallback
-        elif final and not self._tail_retried and (self._overlaps_committed(words) or self._contradicts_partial(words)):
+        elif final and not self._tail_retried and ((overlaps := self._overlaps_committed(words)) or self._contradicts_partial(words)):
             # Whisper drops a phrase that repeats one just before it ("…for you, ask what you can
             # do for your country" heard as "…for your country"): a final decode that runs new
             # words into committed ones, or does not go on from the partial before it, would lose
             # words if committed. Decode again on a window that starts after the committed words.
-            if not self._overlaps_committed(words):
+            if not overlaps:
                 self._retry_fallback = words
             self._decode_again_after_committed()
             return messages
