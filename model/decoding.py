@@ -10,6 +10,12 @@ whose chosen token is the drafted one takes its next logits from that pass inste
 the decoder again. A token that differs ends the draft. The tokens chosen are those of plain
 greedy decoding (up to rounding: in low precision, a step's logits computed within the one pass
 can differ in the last bits); the draft only saves decoder passes.
+
+Each row can also be given forced tokens: a transcript of the window's start already known
+(timestamps included), which the row's sampled tokens must begin with. Unlike
+`DecodingOptions.prefix`, they are part of the result, the timestamp rules see them, and they
+add nothing to the log probability. A streaming daemon forces the words it has committed, so the
+decoder hears them in context without deciding them again.
 """
 
 from __future__ import annotations
@@ -310,6 +316,8 @@ class BeamSearchStrategy:
             kept_at = len(source)
             for sequence in sorted(candidates, key=lambda s: candidates[s][0], reverse=True):
                 score, row = candidates[sequence]
+                if score == -math.inf:
+                    break  # impossible (a forced step allows one token): fewer rows go on
                 if sequence[-1] == self.eot:
                     ended[sequence[:-1]] = score
                     continue
@@ -368,13 +376,15 @@ class MaximumLikelihoodRanker:
 class Lookahead:
     """Logits computed ahead from draft tokens already fed to the cache (see the module docstring).
 
-    `logits[:, j]` is what the decoder says after the first j + 1 draft tokens; they stand only
-    while every running row has chosen exactly its draft so far.
+    `logits[:, j - skip]` is what the decoder says after the first j + 1 draft tokens; they
+    stand only while every running row has chosen exactly its draft so far. The first `skip`
+    steps are forced in every row (`ForcedTokens` overwrites their logits), so none were kept.
     """
 
-    def __init__(self, draft: Tensor, logits: Tensor, cache_length: int) -> None:
+    def __init__(self, draft: Tensor, logits: Tensor, cache_length: int, skip: int = 0) -> None:
         self.draft = draft  # [N, K] the running rows' drafts, -1 past the end of a row's draft
-        self.logits = logits  # [N, K, V]
+        self.logits = logits  # [N, K - skip, V]
+        self.skip = skip
         self.used = 0  # draft tokens chosen so far
         self.start = cache_length - draft.shape[1]  # where the cache held the first draft token
 
@@ -388,12 +398,35 @@ class Lookahead:
         if j >= self.draft.shape[1] or not bool((chosen == self.draft[:, j]).all()):
             return None
         self.used += 1
-        return self.logits[:, j]
+        if j < self.skip:
+            return self.logits.new_zeros((self.logits.shape[0], self.logits.shape[2]))  # forced next
+        return self.logits[:, j - self.skip]
 
     @property
     def valid_length(self) -> int:
         """The cache length that holds only tokens really chosen (the rest is to be rewritten)."""
         return self.start + self.used
+
+
+class ForcedTokens:
+    """Each audio's forced tokens (see the module docstring): while a row is within its own,
+    its logits allow that token alone, at log probability 0. Applied after every logit filter,
+    so the forced transcript stands even where a rule would have decided otherwise."""
+
+    def __init__(self, forced: Sequence[Sequence[int]], device: torch.device) -> None:
+        self.lengths = [len(f) for f in forced]
+        width = max(self.lengths, default=0)
+        self._tokens = torch.tensor([list(f) + [-1] * (width - len(f)) for f in forced], dtype=torch.long, device=device).reshape(len(forced), width)
+
+    def apply(self, logits: Tensor, sampled: Tensor, row_audio: list[int]) -> None:
+        step = sampled.shape[1]
+        if step >= self._tokens.shape[1]:
+            return
+        wanted = self._tokens[torch.tensor(row_audio, device=logits.device), step]
+        rows = (wanted >= 0).nonzero()[:, 0]
+        if len(rows):
+            logits[rows] = -math.inf
+            logits[rows, wanted[rows]] = 0.0
 
 
 # ---------------------------------------------------------------- decoding a batch
@@ -440,16 +473,20 @@ def decode_features(
     prompts: Sequence[Sequence[int]] | None = None,
     languages: Sequence[str] | None = None,
     drafts: Sequence[Sequence[int]] | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
 ) -> list[DecodingResult]:
     """Decodes encoded windows [B, n_audio_ctx, d]; `languages` (one per row) overrides
     `options.language` and detection. `drafts` (one per row, may be empty) are the tokens each
     row is expected to sample; greedy decoding checks them in one pass (see the module
-    docstring), other strategies ignore them."""
+    docstring), other strategies ignore them. `forced` (one per row, may be empty): the tokens
+    each row's result must begin with (see the module docstring)."""
     n_audio = audio_features.shape[0]
     if prompts is not None and len(prompts) != n_audio:
         raise ValueError(f"{len(prompts)} prompts for {n_audio} windows")
     if drafts is not None and len(drafts) != n_audio:
         raise ValueError(f"{len(drafts)} drafts for {n_audio} windows")
+    if forced is not None and len(forced) != n_audio:
+        raise ValueError(f"{len(forced)} forced token lists for {n_audio} windows")
     if prompts is not None and options.prompt is not None:
         raise ValueError("give either options.prompt or per-row prompts, not both")
     language_probs: list[dict[str, float]] | None = None
@@ -500,26 +537,37 @@ def decode_features(
         per_audio = options.best_of if options.temperature > 0 and options.best_of else 1
         strategy = SamplingStrategy(options.temperature, tokenizer.eot, n_audio, per_audio)
 
+    forcing = None
+    forced_lengths = [0] * n_audio
+    if forced is not None and any(forced):
+        forced = [list(f)[: max(0, min(sample_len, n_ctx - length) - 1)] for f in forced]  # room for EOT
+        forcing = ForcedTokens(forced, device)
+        forced_lengths = forcing.lengths
+        # A draft that does not go on from the forced tokens is no use; the forced ones are one.
+        drafts = [d if list(d[: len(f)]) == f else f for d, f in zip(drafts or [()] * n_audio, forced)]
     cache = model.new_cache(audio_features, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
     draft = None
+    skip = max(0, min(forced_lengths) - 1)  # steps forced in every row: their logits are not needed
     if drafts is not None and options.temperature == 0 and options.beam_size is None:
-        draft = _draft_tensor(drafts, min(MAX_DRAFT, sample_len, n_ctx - length), device)
+        draft = _draft_tensor(drafts, min(skip + MAX_DRAFT, sample_len, n_ctx - length), device)
     if draft is None:
+        skip = 0
         first = model.logits(tokens, cache, positions=[sot_index, length - 1])
     else:
         # The drafts go in with the prompt; a padded place (-1) is fed EOT and never matches.
+        skip = min(skip, draft.shape[1] - 1)
         fed = torch.cat([tokens, draft.clamp(min=0).masked_fill(draft < 0, tokenizer.eot)], dim=1)
-        first = model.logits(fed, cache, positions=[sot_index, *range(length - 1, fed.shape[1])])
+        first = model.logits(fed, cache, positions=[sot_index, length - 1, *range(length + skip, fed.shape[1])])
     no_speech_probs = first[:, 0].softmax(dim=-1)[:, tokenizer.no_speech].tolist()
     logits = first[:, 1]
-    lookahead = None if draft is None else Lookahead(draft, first[:, 2:], cache.length)
+    lookahead = None if draft is None else Lookahead(draft, first[:, 2:], cache.length, skip)
     row_audio = list(range(n_audio))
     if strategy.rows_per_audio > 1:
         repeat = torch.arange(n_audio, device=device).repeat_interleave(strategy.rows_per_audio)
         cache.reorder(repeat)
         tokens, logits, row_audio = tokens[repeat], logits[repeat], repeat.tolist()
     sum_logprobs = torch.zeros(tokens.shape[0], device=device)
-    candidates = _search(model, cache, tokens, logits, sum_logprobs, row_audio, filters, strategy, sample_begin, sample_len, lookahead)
+    candidates = _search(model, cache, tokens, logits, sum_logprobs, row_audio, filters, strategy, sample_begin, sample_len, lookahead, forcing)
 
     ranker = MaximumLikelihoodRanker(options.length_penalty)
     results = []
@@ -532,7 +580,7 @@ def decode_features(
                 language=languages[audio],
                 tokens=sampled,
                 text=text,
-                avg_logprob=sum_logprob / (len(sampled) + 1),
+                avg_logprob=sum_logprob / (len(sampled) - min(len(sampled), forced_lengths[audio]) + 1),
                 sum_logprob=sum_logprob,
                 no_speech_prob=no_speech_probs[audio],
                 temperature=options.temperature,
@@ -555,6 +603,7 @@ def _search(
     sample_begin: int,
     sample_len: int,
     lookahead: Lookahead | None = None,
+    forcing: ForcedTokens | None = None,
 ) -> list[list[Candidate]]:
     """The token-by-token loop: filter, choose, feed the chosen tokens.
 
@@ -570,6 +619,8 @@ def _search(
         sampled = tokens[:, sample_begin:]
         for logit_filter in filters:
             logit_filter.apply(logits, sampled)
+        if forcing is not None:
+            forcing.apply(logits, sampled, row_audio)
         step = strategy.step(sampled, logits, sum_logprobs, row_audio)
         if step.source is not None:  # rows finished, or beams moved
             row_audio = [row_audio[i] for i in step.source.tolist()]

@@ -240,6 +240,7 @@ def decode_windows(
     options: WindowOptions,
     prompts: Sequence[Sequence[int]],
     drafts: Sequence[Sequence[int]] | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
 ) -> list[WindowResult]:
     """Transcribes windows of at most 30 s of 16 kHz audio, each after its own prompt tokens.
 
@@ -247,6 +248,8 @@ def decode_windows(
     temperature are decoded again together. `drafts`: the tokens a row's greedy decode is
     expected to give (`WindowResult.tokens` of an earlier decode of the same window start):
     they change no result, but make a matching decode cheaper (see `model.decoding`).
+    `forced`: the tokens, timestamps included, a row's transcript begins with (its known start:
+    they are in the result, its segments and words, like decoded ones).
     """
     if len(audio) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts for {len(audio)} windows")
@@ -260,7 +263,7 @@ def decode_windows(
         mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
         for row, window in enumerate(windows):
             mel[row, :, len(window) // HOP_LENGTH :] = 0  # as `_FileProgress.window_mel` cuts windows
-        return decode_mel_windows(model, mel, [len(w) for w in windows], [_is_quiet(w) for w in windows], options, prompts, drafts)
+        return decode_mel_windows(model, mel, [len(w) for w in windows], [_is_quiet(w) for w in windows], options, prompts, drafts, forced)
 
 
 def decode_mel_windows(
@@ -271,13 +274,14 @@ def decode_mel_windows(
     options: WindowOptions,
     prompts: Sequence[Sequence[int]],
     drafts: Sequence[Sequence[int]] | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
 ) -> list[WindowResult]:
     """`decode_windows` on log-mel windows [B, n_mels, 3000] holding `n_samples` of audio each;
     `quiet` rows hold nothing recorded and are taken as silence."""
     with torch.inference_mode():
         features = model.embed_audio(mel)
         languages, language_probs = _languages(model, features, options.language)
-        decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts)
+        decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts, forced)
         results = [
             _window_result(model, result, samples / SAMPLE_RATE, probs, options, options.is_silence(result, first_result) or is_quiet)
             for result, first_result, samples, probs, is_quiet in zip(decoded, first, n_samples, language_probs, quiet)
@@ -313,6 +317,7 @@ def _decode_with_fallback(
     prompts: Sequence[Sequence[int]],
     languages: list[str],
     drafts: Sequence[Sequence[int]] | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[DecodingResult], list[DecodingResult]]:
     """The final decode of each row, and its first (lowest temperature) decode (the only one
     that `drafts` can serve: hotter decodes sample)."""
@@ -329,6 +334,7 @@ def _decode_with_fallback(
             [prompts[i] for i in pending],
             [languages[i] for i in pending],
             drafts if drafts is not None and not first else None,
+            [forced[i] for i in pending] if forced is not None else None,
         )
         if not first:
             results, first = list(decoded), list(decoded)

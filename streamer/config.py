@@ -96,9 +96,9 @@ class StreamConfig:
     first_tick: float = 0.5  # seconds of speech before an utterance's first decode (shorter rarely gives text)
     endpoint_silence: float = 0.4  # silence after speech that commits everything pending
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
-    trim_after: float = 8.0  # a longer buffer is cut after its last committed word even mid-segment
+    trim_after: float = 20.0  # a longer buffer is cut after its last committed word even mid-segment
     agreement_margin: float = 1.0  # seconds of audio a word must be followed by before agreement commits it
-    overlap: float = 1.0  # seconds of committed words kept at the buffer's start after a cut, heard again as context
+    overlap: float = 10.0  # seconds of committed words kept at the buffer's start, forced as the decoder's context
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
     prompt_chars: int = 200  # committed text given back to the decoder as the previous context
     no_speech_threshold: float = 0.6

@@ -15,10 +15,11 @@ an endpoint (the VAD heard the speaker stop), on flush/stop, or when the buffer 
 window; a final decode that looks wrong (stopped short of the speech, ran into committed words,
 or broke from the last partial) is done once more on a window starting after the committed words.
 The buffer is cut at the end of a committed Whisper segment (or at a committed word once it is
-long), keeping `stream.overlap` s of committed speech: those words are heard again as context
-and matched on text to be dropped from new hypotheses; between utterances it is cut in the
-pause, so an utterance is decoded alone. The worker checks each decode against the last one of
-the same window start (a draft), which makes most ticks cheaper.
+long), keeping `stream.overlap` s of committed speech, across a short pause too: the decode
+begins with those words forced as known text (`TickRequest.context`), so it hears what comes
+next in context, as offline transcription of a 30 s window does, without deciding them again
+(they are matched on text and dropped from its hypothesis). The worker checks each decode
+against the last one of the same window start (a draft), which makes most ticks cheaper.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh",
 UNHEARD_WORD = 0.02  # s: a word aligned to less than this was not found in the audio...
 UNHEARD_RUN = 2  # ...and this many such words in a row were made up, not heard
 MAX_WORD_SECONDS = 1.5  # a committed word "longer" than this was stretched by the alignment
+CONTEXT_PAUSE = 3.0  # s of pause after which the last utterance is no longer the next one's context
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ class Session:
                 if not self._speech_pending:
                     self._speech_pending = True
                     start_sample = int(transition.time * SAMPLE_RATE)
-                    self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
+                    if not self._committed_in_buffer:  # else the last utterance's words stay as context
+                        self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
                     # The first decode waits for `first_tick` s of speech: less rarely reads as words.
                     stream = self._config.stream
                     first = int((stream.first_tick - stream.tick_interval) * SAMPLE_RATE)
@@ -225,7 +228,12 @@ class Session:
         return messages
 
     def _trim_silence(self) -> None:
-        """No speech pending: keep only a pre-roll for the next onset (silence is never decoded)."""
+        """No speech pending: the buffer keeps the last `stream.overlap` s of committed words as the
+        next utterance's context while the pause is short; else only a pre-roll for the next onset
+        (silence is never decoded)."""
+        self._unprompted = False
+        if self._keep_context():
+            return
         self._close_utterance()
         keep = self._config.vad.preroll + self._config.vad.speech_start + 0.1
         self._buffer.trim_to(self._buffer.end - int(keep * SAMPLE_RATE))
@@ -279,6 +287,10 @@ class Session:
             speech_epoch=self._speech_epoch,
             truncated=self._buffer.end > self._buffer.start + len(audio),
             draft=draft if (draft_start, draft_prompt) == (self._buffer.start_time, prompt) else (),
+            # A decode done again, because one went wrong after its context, hears the committed
+            # words afresh: forced, they led it to the same place ("…with ugly ones.", then
+            # nothing of the 7 s utterance after them).
+            context=() if self._tail_retried or self._unprompted else tuple(self._committed_in_buffer),
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -430,19 +442,35 @@ class Session:
         return until is not None and self._vad.in_speech and self._onset >= until
 
     def _begin_next_utterance(self, heard: list[Word]) -> None:
-        """The utterance is committed, and the next one began while its final decode ran: the
-        buffer is cut in the pause, so the next decodes hear the new utterance alone, as after
-        silence. With the old one's tail kept, the decoder at times left the committed words out
-        and laid the new first word over their audio, and it was lost ("…with ugly ones. And it
-        was…"). `heard`, the new utterance's start as this decode heard it, stays the partial and
-        the agreement's last hypothesis, and the next decode must begin as it does."""
-        self._close_utterance()
-        speech_end = self._endpoint_time if self._endpoint_time is not None else self._onset
-        cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
-        self._buffer.trim_to(int(cut * SAMPLE_RATE))
+        """The utterance is committed, and the next one began while its final decode ran. As
+        after a pause, its last words stay as the next one's context (`_keep_context`); where
+        they cannot, the buffer is cut in the pause, so the next decodes hear the new utterance
+        alone: with the old one's tail heard again (not forced), the decoder at times left the
+        committed words out and laid the new first word over their audio, and it was lost
+        ("…with ugly ones. And it was…"). `heard`, the new utterance's start as this decode
+        heard it, stays the partial and the agreement's last hypothesis, and the next decode
+        must begin as it does."""
+        self._unprompted = False
+        if self._keep_context():
+            cut = self._buffer.start_time
+        else:
+            self._close_utterance()
+            speech_end = self._endpoint_time if self._endpoint_time is not None else self._onset
+            cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
+            self._buffer.trim_to(int(cut * SAMPLE_RATE))
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
+
+    def _keep_context(self) -> bool:
+        """Between utterances: whether the buffer keeps the last `stream.overlap` s of committed
+        words as the next utterance's context (while the pause after them is under
+        `CONTEXT_PAUSE`); the words before them become prompt."""
+        committed = self._committed_in_buffer
+        if not committed or self._config.stream.overlap <= 0 or self._buffer.end_time - committed[-1].end > CONTEXT_PAUSE:
+            return False
+        self._trim_committed(everything=True, overlap=self._config.stream.overlap)
+        return True
 
     def _close_utterance(self) -> None:
         """The committed words of the buffer's utterance become prompt; the next one starts afresh."""
@@ -484,8 +512,9 @@ class Session:
 
         The last `overlap` s of committed words stay: a cut where the alignment
         placed a word boundary may clip the next word (heard as another word, or twice), and the
-        audio before a word helps the model hear it. The next decode hears those committed words
-        again; `_new_words` drops them from its hypothesis.
+        audio and text before a word help the model hear it. The next decode begins with those
+        words forced as its context (heard again, where a decode is done again: see
+        `make_tick_request`); `_new_words` drops them from its hypothesis.
         """
         in_buffer = self._committed_in_buffer
         # Cuts are allowed after word `i` only when the words after it span the overlap.

@@ -39,6 +39,9 @@ class TickRequest:
     speech_epoch: int  # the session's count of speech starts when the request was made
     truncated: bool = False  # the buffer held more than one window: audio continues past `audio`
     draft: tuple[int, ...] = ()  # tokens of the last decode from the same window start and prompt
+    # Committed words whose audio is in the window (stream times): the decode begins with them
+    # as known text, so it hears them in context without deciding them again.
+    context: tuple[Word, ...] = ()
 
     @property
     def window_end(self) -> float:

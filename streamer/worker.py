@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from model.audio import SAMPLE_RATE
-from model.decoding import model_tokenizer
+from model.decoding import TIME_PRECISION, model_tokenizer
 from model.runtime import cpu_has_native_bfloat16
+from model.tokenizer import Tokenizer
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
 from model.weights import default_device, load_model
 from model.whisper import Whisper
@@ -141,12 +142,67 @@ class ModelWorker:
             options = replace(self._options, language=language, task=task)
             prompts = [tokenizer.encode(requests[i].prompt) if requests[i].prompt else [] for i in rows]
             drafts = [requests[i].draft for i in rows]
-            results = decode_windows(model, [requests[i].audio for i in rows], options, prompts, drafts if any(drafts) else None)
+            forced = [context_tokens(requests[i], tokenizer) for i in rows]
+            audio = [requests[i].audio for i in rows]
+            results = decode_windows(model, audio, options, prompts, drafts if any(drafts) else None, forced if any(forced) else None)
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
         seconds = time.perf_counter() - began
         log.debug("decoded %d window(s), %.1f s of audio, in %.2f s", len(requests), sum(len(r.audio) for r in requests) / SAMPLE_RATE, seconds)
         return BatchResult(tuple(h for h in hypotheses if h is not None), seconds)
+
+
+def context_tokens(request: TickRequest, tokenizer: Tokenizer) -> list[int]:
+    """The tokens, timestamps included, that stand for `request.context` at the window's start.
+
+    When the draft (the last decode of this window) holds the context's text, its own tokens up
+    to there: those the decoder chose, its timestamps too, so the draft goes on matching after
+    them. Else built from the words: one segment per run of words up to one that closed a
+    segment, its timestamps the words' bounds. Either way the last segment is left open: a
+    segment closed there by a decode whose window ended soon after, forced in a longer window,
+    made the decoder end its text ("…soul in heaven.<|1.06|>", then end of text, with 11 s of
+    speech after it).
+    """
+    words = request.context
+    if not words:
+        return []
+    text = "".join(w.text for w in words)
+    covered = _draft_covering(request.draft, text, tokenizer)
+    if covered:
+        return list(request.draft[:covered])
+    begin = tokenizer.timestamp_begin
+    last_position = round(len(request.audio) / SAMPLE_RATE / TIME_PRECISION)
+
+    def position(seconds: float, lowest: int) -> int:
+        return min(max(round((seconds - request.window_start) / TIME_PRECISION), lowest), last_position)
+
+    tokens: list[int] = []
+    lowest = 0
+    group: list[Word] = []
+    for i, word in enumerate(words):
+        group.append(word)
+        if not (word.ends_segment or i == len(words) - 1):
+            continue
+        opening = position(group[0].start, lowest)
+        tokens += [begin + opening, *tokenizer.encode("".join(w.text for w in group))]
+        if word.ends_segment and i < len(words) - 1:
+            lowest = position(word.end, opening + 1)
+            tokens.append(begin + lowest)
+        group = []
+    return tokens
+
+
+def _draft_covering(draft: Sequence[int], text: str, tokenizer: Tokenizer) -> int | None:
+    """How many leading `draft` tokens spell `text`, or None when the draft does not begin with it."""
+    said = ""
+    for i, token in enumerate(draft):
+        if token >= tokenizer.eot:
+            continue
+        said += tokenizer.decode([token])
+        if len(said) < len(text):
+            continue
+        return i + 1 if said == text else None
+    return None
 
 
 def to_hypothesis(result: WindowResult) -> Hypothesis:

@@ -277,6 +277,40 @@ def test_a_draft_changes_no_token_and_saves_decoder_passes(tiny_en, short_mel, t
         assert drafted == batch and batch_passes < plain_passes
 
 
+def test_forced_tokens_begin_the_result_and_the_decode_goes_on_from_them(tiny_en, short_mel, tokenizer, monkeypatch):
+    passes = []
+    logits = tiny_en.logits
+    monkeypatch.setattr(tiny_en, "logits", lambda *a, **k: passes.append(1) or logits(*a, **k))
+    begin = tokenizer.timestamp_begin
+    with torch.inference_mode():
+        features = tiny_en.embed_audio(short_mel)
+        plain = decode_features(tiny_en, features, DecodingOptions())
+        passes.clear()
+        decode_features(tiny_en, features[:1], DecodingOptions())
+        plain_passes = len(passes)
+        tokens = list(plain[0].tokens)
+        # Its own first half forced on row 0, nothing on row 1: both decode as without.
+        half = tokens[: len(tokens) // 2]
+        passes.clear()
+        forced = decode_features(tiny_en, features, DecodingOptions(), forced=[half, []])
+        assert [r.tokens for r in forced] == [r.tokens for r in plain]
+        assert forced[1].sum_logprob == pytest.approx(plain[1].sum_logprob, abs=1e-3)
+        # The forced tokens add nothing to the log probability; the average is over the rest.
+        assert forced[0].sum_logprob > plain[0].sum_logprob
+        assert forced[0].avg_logprob == pytest.approx(forced[0].sum_logprob / (len(tokens) - len(half) + 1))
+        passes.clear()
+        decode_features(tiny_en, features[:1], DecodingOptions(), forced=[half])
+        assert len(passes) == plain_passes - len(half)  # fed in one pass, like a draft
+        # Words the audio does not hold: kept as given, and the timestamps go on after them.
+        made_up = [begin, *tokenizer.encode(" Bananas are yellow."), begin + 40]
+        for options in (DecodingOptions(), DecodingOptions(beam_size=3)):
+            result = decode_features(tiny_en, features[:1], options, forced=[made_up])[0]
+            assert list(result.tokens[: len(made_up)]) == made_up
+            rest = [t - begin for t in result.tokens[len(made_up) :] if t >= begin]
+            assert rest and rest[0] >= 40 and rest == sorted(rest)
+            assert len(tokenizer.decode(result.tokens[len(made_up) :]).split()) > 3
+
+
 def test_sampling_gives_text_at_temperature(tiny_en, short_mel):
     torch.manual_seed(0)
     results = decode(tiny_en, short_mel[:1], DecodingOptions(temperature=0.4, best_of=3))

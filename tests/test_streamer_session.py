@@ -17,7 +17,7 @@ from benchmarks.data import Clip, clips_of, data_available, load_manifest
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
 from streamer.protocol import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
-from streamer.session import ModelInfo, Session
+from streamer.session import CONTEXT_PAUSE, ModelInfo, Session
 from streamer.tick import Hypothesis, TickRequest, Word
 from streamer.vad import SpeechEnd, SpeechStart, VoiceActivityDetector
 
@@ -231,11 +231,11 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
     assert isinstance(produced[-1], End)
 
 
-def race_to_the_next_utterance(audio: np.ndarray, clip: Clip, script: list[Word], respond):
+def race_to_the_next_utterance(audio: np.ndarray, clip: Clip, script: list[Word], respond, **stream: float):
     """Drives a session whose decode that ends the first utterance is answered only after the
     speaker began the next one (half a second into it); the others at once."""
     first_end = next(w.end for w in script if w.ends_segment)
-    session = new_session()
+    session = new_session(**stream)
     produced = list(session.open())
     requests: list[TickRequest] = []
     held: TickRequest | None = None
@@ -261,13 +261,28 @@ def race_to_the_next_utterance(audio: np.ndarray, clip: Clip, script: list[Word]
     return produced, requests
 
 
-def test_the_next_utterance_is_decoded_alone_when_it_began_during_the_endpoint_decode(mixed) -> None:
+def test_the_next_utterance_hears_the_last_one_as_context_when_it_began_during_the_endpoint_decode(mixed) -> None:
     """The decode that ends an utterance is answered after the speaker began the next one:
-    that one is decoded from the pause on, as after silence, not after the old one's tail."""
+    the next decodes begin with the last one's words as context, as after a pause in silence."""
     clip, audio = mixed
     script = scripted_words(clip, 3)
     first_end = next(w.end for w in script if w.ends_segment)
     produced, requests = race_to_the_next_utterance(audio, clip, script, lambda r: unheard_if_cut(script, r))
+    second = [r for r in requests if clip.segments[1].start_s + 0.5 < r.window_end < clip.segments[1].end_s and not r.final]
+    assert second and all(r.context and r.context[-1].end <= first_end < r.context[-1].end + 0.5 for r in second[:1])
+    assert all(sum(w.end - w.start for w in r.context) < 10.0 for r in second)
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert isinstance(produced[-1], End)
+
+
+def test_without_context_the_next_utterance_is_decoded_alone_when_it_began_during_the_endpoint_decode(mixed) -> None:
+    """With `stream.overlap` 0, that next utterance is decoded from the pause on, not after the
+    old one's tail heard again."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    first_end = next(w.end for w in script if w.ends_segment)
+    produced, requests = race_to_the_next_utterance(audio, clip, script, lambda r: unheard_if_cut(script, r), overlap=0.0)
     second = [r for r in requests if r.window_end > clip.segments[1].start_s + 0.5 and not r.final]
     assert second and all(r.window_start > first_end for r in second), [r.window_start for r in second]
     stables = [m for m in produced if isinstance(m, Stable)]
@@ -292,7 +307,7 @@ def test_a_phrase_skipped_after_the_prompt_is_decoded_again_without_it(mixed) ->
             return replace(hypothesis, words=tuple(kept))
         return hypothesis
 
-    produced, requests = race_to_the_next_utterance(audio, clip, script, skipping)
+    produced, requests = race_to_the_next_utterance(audio, clip, script, skipping, overlap=0.0)
     stables = [m for m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
     assert any(r.prompt == "" and r.window_start > first_end for r in requests)
@@ -332,7 +347,7 @@ def test_a_click_after_the_last_decode_of_an_utterance_does_not_hold_it_open(mix
     first_end = next(w.end for w in script if w.ends_segment)
     audio = audio[: int((clip.segments[1].end_s + 1.0) * SAMPLE_RATE)]
     click = (0.5 * np.sin(2 * np.pi * 300 * np.arange(960) / SAMPLE_RATE)).astype(np.float32)  # 60 ms
-    session = new_session()
+    session = new_session(overlap=0.0)  # so the next utterance's decodes show where they start
     produced = list(session.open())
     requests: list[TickRequest] = []
 
@@ -427,6 +442,25 @@ def test_decodes_only_while_there_is_speech(mixed) -> None:
     assert requests == [] and [type(m) for _, m in produced] == [Ready, LanguageDetected, End]
 
 
+@pytest.mark.parametrize("pause", [0.0, 4.0])
+def test_the_last_utterance_is_the_next_ones_context_across_a_short_pause_only(mixed, pause: float) -> None:
+    clip, audio = mixed
+    script = scripted_words(clip, 2)
+    split = int((clip.segments[0].end_s + clip.segments[1].start_s) / 2 * SAMPLE_RATE)
+    joined = np.concatenate([audio[:split], np.zeros(int(pause * SAMPLE_RATE), np.float32), audio[split : int(clip.segments[1].end_s * SAMPLE_RATE)]])
+    moved = [w if w.start < split / SAMPLE_RATE else w.shifted(pause) for w in script]
+    produced, requests = drive(new_session(), joined, lambda r: hear(moved, r))
+    first_end = next(w.end for w in moved if w.ends_segment)
+    second = next(r for r in requests if r.window_end > first_end + pause + 1.5)
+    if pause < CONTEXT_PAUSE - 1.0:
+        assert second.context and second.context[-1].end == first_end  # the first utterance's last words
+        assert second.context[-1].end - second.context[0].start <= 10.0 + 1.0  # about stream.overlap of them
+    else:
+        assert second.window_start > first_end and all(w.start > first_end for w in second.context)
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 def test_buffer_is_trimmed_at_the_last_commit(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)
@@ -465,7 +499,7 @@ def test_the_prompt_ends_where_a_segment_ends(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)
     closing = tuple(w.text for w in script if w.ends_segment)
-    _, requests = drive(new_session(trim_after=3.0), audio, lambda r: hear(script, r))
+    _, requests = drive(new_session(trim_after=3.0, overlap=1.0), audio, lambda r: hear(script, r))
     mid_utterance = [r for r in requests if any(u.start_s + 1.0 < r.window_start < u.end_s - 1.0 for u in clip.segments[:3])]
     assert mid_utterance, "no cut inside an utterance"
     assert all(r.prompt == "" or r.prompt.endswith(closing) for r in requests), {r.prompt[-30:] for r in requests}
