@@ -324,6 +324,16 @@ class Session:
             if request.final:
                 self._want_final_decode()
             return messages + self._maybe_end()
+        if request.context and not words and self._spoke_after_pause(request.context[-1].end, request.window_end):
+            # Whisper at times ends its text at the forced context when a pause follows it, with
+            # speech after the pause ("…soul in heaven." and nothing of the 8 s utterance after
+            # it, in every decode of that window, the context heard again too): the buffer is cut
+            # in the pause, so the next decode hears that speech alone, as after silence.
+            self._cut_in_pause(request.context[-1].end)
+            self._hypothesis = None
+            if request.final:
+                self._want_final_decode()
+            return messages + self._maybe_end()
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
             messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
@@ -454,13 +464,23 @@ class Session:
         if self._keep_context():
             cut = self._buffer.start_time
         else:
-            self._close_utterance()
-            speech_end = self._endpoint_time if self._endpoint_time is not None else self._onset
-            cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
-            self._buffer.trim_to(int(cut * SAMPLE_RATE))
+            cut = self._cut_in_pause(self._endpoint_time if self._endpoint_time is not None else self._onset)
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
+
+    def _spoke_after_pause(self, words_end: float, heard_until: float) -> bool:
+        """Whether the speaker began again after `words_end`, and said more than `UNHEARD_TAIL` s
+        of it before `heard_until`."""
+        return self._onset > words_end and min(self._vad.last_voiced_end, heard_until) - self._onset > UNHEARD_TAIL
+
+    def _cut_in_pause(self, speech_end: float) -> float:
+        """Closes the utterance and cuts the buffer in the pause between `speech_end` and the
+        latest speech start (no further back than a pre-roll before it); returns the cut."""
+        self._close_utterance()
+        cut = max(self._onset - self._config.vad.preroll, (speech_end + self._onset) / 2)
+        self._buffer.trim_to(int(cut * SAMPLE_RATE))
+        return cut
 
     def _keep_context(self) -> bool:
         """Between utterances: whether the buffer keeps the last `stream.overlap` s of committed

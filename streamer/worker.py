@@ -5,6 +5,9 @@ it is loaded there and only ever called there. The event loop hands over immutab
 `TickRequest` batches (`submit`) and gets a `concurrent.futures.Future` back, so a slow decode
 never blocks the loop.
 
+A request's committed context becomes the tokens its decode is forced to begin with
+(`context_tokens`); its draft, the tokens the decode is checked against to save decoder passes.
+
 Backpressure lives on the event-loop side, in `scheduler.TickScheduler`: one batch in flight,
 each stream in at most one batch, so a lagging worker spaces ticks out instead of dropping audio.
 """

@@ -442,6 +442,29 @@ def test_decodes_only_while_there_is_speech(mixed) -> None:
     assert requests == [] and [type(m) for _, m in produced] == [Ready, LanguageDetected, End]
 
 
+def test_a_decode_that_ends_at_its_context_is_followed_by_ones_without_it(mixed) -> None:
+    """Whisper may end its text right after the forced context though the speaker went on: the
+    buffer is cut after the committed words, so the captions go on before the endpoint."""
+    clip, audio = mixed
+    script = scripted_words(clip, 2)
+
+    def stops_at_context(request: TickRequest) -> Hypothesis:
+        hypothesis = hear(script, request)
+        if not request.context or not request.context[-1].ends_segment:  # only where a pause follows
+            return hypothesis
+        end = request.context[-1].end - request.window_start
+        return replace(hypothesis, words=tuple(w for w in hypothesis.words if w.end <= end + 0.01))
+
+    produced, requests = drive(new_session(), audio[: int(clip.segments[1].end_s * SAMPLE_RATE)], stops_at_context)
+    second = clip.segments[1]
+    partials = [t for t, m in produced if isinstance(m, Partial) and m.text and second.start_s < m.start]
+    assert partials and min(partials) < second.end_s - 2.0  # live captions, not only at the endpoint
+    first_end = next(w.end for w in script if w.ends_segment)
+    assert any(not r.context and first_end <= r.window_start < second.start_s < r.window_end for r in requests)
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 @pytest.mark.parametrize("pause", [0.0, 4.0])
 def test_the_last_utterance_is_the_next_ones_context_across_a_short_pause_only(mixed, pause: float) -> None:
     clip, audio = mixed
