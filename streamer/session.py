@@ -231,7 +231,6 @@ class Session:
         """No speech pending: the buffer keeps the last `stream.overlap` s of committed words as the
         next utterance's context while the pause is short; else only a pre-roll for the next onset
         (silence is never decoded)."""
-        self._unprompted = False
         if self._keep_context():
             return
         self._close_utterance()
@@ -309,7 +308,6 @@ class Session:
             raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
         self._in_flight = None
         self._draft = (request.window_start, request.prompt, hypothesis.tokens)
-        messages: list[ServerMessage] = []
         heard, heard_until = self._guarded_words(request, hypothesis)
         words = self._new_words(heard)
         head, self._head = self._head, None
@@ -318,22 +316,17 @@ class Session:
             # with what the decode before it heard there: Whisper drops a phrase that repeats the
             # end of its prompt (after "…what your country can do for you,", the audio "ask what
             # you can do for your country" decoded as "can do for your country"). Decoded again
-            # without the prompt; this hypothesis is not to be agreed with.
+            # without the prompt.
             self._unprompted = True
-            self._hypothesis = None
-            if request.final:
-                self._want_final_decode()
-            return messages + self._maybe_end()
+            return self._decode_again(request)
         if request.context and not words and self._spoke_after_pause(request.context[-1].end, request.window_end):
             # Whisper at times ends its text at the forced context when a pause follows it, with
             # speech after the pause ("…soul in heaven." and nothing of the 8 s utterance after
             # it, in every decode of that window, the context heard again too): the buffer is cut
             # in the pause, so the next decode hears that speech alone, as after silence.
             self._cut_in_pause(request.context[-1].end)
-            self._hypothesis = None
-            if request.final:
-                self._want_final_decode()
-            return messages + self._maybe_end()
+            return self._decode_again(request)
+        messages: list[ServerMessage] = []
         if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
             self.language = hypothesis.language
             messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
@@ -345,6 +338,14 @@ class Session:
         self._hypothesis = _Heard(words, request.window_end, heard_until, request.speech_epoch, hypothesis.language)
         messages.extend(self._decide(self._hypothesis, final=final, until=until, truncated=request.truncated))
         return messages + self._maybe_end()
+
+    def _decode_again(self, request: TickRequest) -> list[ServerMessage]:
+        """`request`'s hypothesis is not to be agreed with: the next decode, final if it was,
+        hears its audio again (the caller changed how)."""
+        self._hypothesis = None
+        if request.final:
+            self._want_final_decode()
+        return self._maybe_end()
 
     def _heard_past_endpoint(self, window_end: float, words: list[Word]) -> bool:
         """Whether a decode up to `window_end` stands for the final one: it heard past the end of
@@ -460,7 +461,6 @@ class Session:
         ("…with ugly ones. And it was…"). `heard`, the new utterance's start as this decode
         heard it, stays the partial and the agreement's last hypothesis, and the next decode
         must begin as it does."""
-        self._unprompted = False
         if self._keep_context():
             cut = self._buffer.start_time
         else:
@@ -485,7 +485,9 @@ class Session:
     def _keep_context(self) -> bool:
         """Between utterances: whether the buffer keeps the last `stream.overlap` s of committed
         words as the next utterance's context (while the pause after them is under
-        `CONTEXT_PAUSE`); the words before them become prompt."""
+        `CONTEXT_PAUSE`); the words before them become prompt. When it does not, the caller
+        closes the utterance (`_close_utterance`). Either way the next one has its prompt again."""
+        self._unprompted = False
         committed = self._committed_in_buffer
         if not committed or self._config.stream.overlap <= 0 or self._buffer.end_time - committed[-1].end > CONTEXT_PAUSE:
             return False
