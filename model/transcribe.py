@@ -34,6 +34,7 @@ from model.decoding import (
     detect_language,
     model_tokenizer,
 )
+from model.profile import StageClock, timed
 from model.timing import Word, window_word_timestamps
 from model.tokenizer import TASKS, normalize_language
 from model.whisper import Whisper
@@ -241,6 +242,7 @@ def decode_windows(
     prompts: Sequence[Sequence[int]],
     drafts: Sequence[Sequence[int]] | None = None,
     forced: Sequence[Sequence[int]] | None = None,
+    clock: StageClock | None = None,
 ) -> list[WindowResult]:
     """Transcribes windows of at most 30 s of 16 kHz audio, each after its own prompt tokens.
 
@@ -249,7 +251,8 @@ def decode_windows(
     expected to give (`WindowResult.tokens` of an earlier decode of the same window start):
     they change no result, but make a matching decode cheaper (see `model.decoding`).
     `forced`: the tokens, timestamps included, a row's transcript begins with (its known start:
-    they are in the result, its segments and words, like decoded ones).
+    they are in the result, its segments and words, like decoded ones). `clock`, when given,
+    adds up the seconds of each stage (mel, encoder, language, decoder, alignment).
     """
     if len(audio) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts for {len(audio)} windows")
@@ -260,10 +263,12 @@ def decode_windows(
         if window.ndim != 1 or len(window) > N_SAMPLES:
             raise ValueError(f"a window is mono audio of at most {N_SAMPLES} samples, got shape {window.shape}")
     with torch.inference_mode():
-        mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
-        for row, window in enumerate(windows):
-            mel[row, :, len(window) // HOP_LENGTH :] = 0  # as `_FileProgress.window_mel` cuts windows
-        return decode_mel_windows(model, mel, [len(w) for w in windows], [_is_quiet(w) for w in windows], options, prompts, drafts, forced)
+        with timed(clock, "mel", model.device):
+            mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
+            for row, window in enumerate(windows):
+                mel[row, :, len(window) // HOP_LENGTH :] = 0  # as `_FileProgress.window_mel` cuts windows
+        quiet = [_is_quiet(w) for w in windows]
+        return decode_mel_windows(model, mel, [len(w) for w in windows], quiet, options, prompts, drafts, forced, clock)
 
 
 def decode_mel_windows(
@@ -275,19 +280,25 @@ def decode_mel_windows(
     prompts: Sequence[Sequence[int]],
     drafts: Sequence[Sequence[int]] | None = None,
     forced: Sequence[Sequence[int]] | None = None,
+    clock: StageClock | None = None,
 ) -> list[WindowResult]:
     """`decode_windows` on log-mel windows [B, n_mels, 3000] holding `n_samples` of audio each;
     `quiet` rows hold nothing recorded and are taken as silence."""
+    device = model.device
     with torch.inference_mode():
-        features = model.embed_audio(mel)
-        languages, language_probs = _languages(model, features, options.language)
-        decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts, forced)
+        with timed(clock, "encoder", device):
+            features = model.embed_audio(mel)
+        with timed(clock, "language", device):
+            languages, language_probs = _languages(model, features, options.language)
+        with timed(clock, "decoder", device):
+            decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts, forced)
         results = [
             _window_result(model, result, samples / SAMPLE_RATE, probs, options, options.is_silence(result, first_result) or is_quiet)
             for result, first_result, samples, probs, is_quiet in zip(decoded, first, n_samples, language_probs, quiet)
         ]
         if options.word_timestamps:
-            results = _with_words(model, features, results, [samples // HOP_LENGTH for samples in n_samples], options.task)
+            with timed(clock, "alignment", device):
+                results = _with_words(model, features, results, [samples // HOP_LENGTH for samples in n_samples], options.task)
     return results
 
 

@@ -221,6 +221,7 @@ class Whisper(nn.Module):
         self.output_projection: nn.Module | None = None
         self.tokenizer_file: Path | None = None
         self.name = "whisper"
+        self.decoder_passes = 0  # decoder runs (`logits`, `alignment_pass`): the profile counts them
 
     @staticmethod
     def alignment_heads_tensor(dims: ModelDims, heads: Sequence[tuple[int, int]] | None) -> Tensor:
@@ -280,6 +281,7 @@ class Whisper(nn.Module):
         `positions` picks which of the T new tokens to project onto the vocabulary (the
         projection is the costliest step on long prompts); None means all.
         """
+        self.decoder_passes += 1
         hidden = self.decoder(tokens.to(self.device), cache)
         if positions is not None:
             hidden = hidden[:, list(positions)]
@@ -288,6 +290,7 @@ class Whisper(nn.Module):
     def alignment_pass(self, tokens: Tensor, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """One pass over whole sequences `tokens` [B, T]: the cross-attention weights
         [B, K, T, n_audio_ctx] of the K alignment heads (float32), and the logits [B, T, n_vocab]."""
+        self.decoder_passes += 1
         heads = self.alignment_heads.tolist()
         hidden, weights = self.decoder.forward_weighed(tokens.to(self.device), self.new_cache(audio_features), {layer for layer, _ in heads})
         return torch.stack([weights[layer][:, head] for layer, head in heads], dim=1), self.project(hidden)

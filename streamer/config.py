@@ -39,7 +39,8 @@ class ServerConfig:
     shutdown_timeout: float = 10.0  # seconds to finalise streams on SIGTERM before closing anyway
     max_audio_rate: float = 4.0  # × real time a stream may send audio, sustained (close 4429)
     audio_burst: float = 60.0  # seconds of audio a stream may send at once beyond that (catching up)
-    max_load: float = 0.9  # worker busy fraction at which new sessions are refused (4429)
+    max_load: float = 0.9  # worker busy fraction from which new sessions may be refused (4429)...
+    max_tick_lag: float = 1.0  # ...when decodes also finish this late past their deadline (p90, last 10 s)
     tls_cert: str = ""  # PEM certificate (chain): serve wss:// and https://
     tls_key: str = ""  # PEM private key; empty: inside tls_cert
     log_level: str = "info"  # debug | info | warning | error
@@ -52,6 +53,7 @@ class ServerConfig:
         _check(self.max_audio_rate >= 1.0, f"server.max_audio_rate must be >= 1 (real time), got {self.max_audio_rate}")
         _check(self.audio_burst > 0, f"server.audio_burst must be > 0 s, got {self.audio_burst}")
         _check(0 < self.max_load <= 1.0, f"server.max_load must be in (0, 1], got {self.max_load}")
+        _check(self.max_tick_lag > 0, f"server.max_tick_lag must be > 0 s, got {self.max_tick_lag}")
         _check(not self.tls_key or bool(self.tls_cert), "server.tls_key needs server.tls_cert")
         for name in ("tls_cert", "tls_key"):
             value = getattr(self, name)
@@ -66,7 +68,8 @@ class ModelConfig:
     dtype: str = "auto"  # auto: float16 on cuda; on cpu bfloat16 where the CPU has it natively, else float32
     threads: int = 1  # torch intra-op threads of the worker; 0: all cores (spin-waiting threads lose on shared cores)
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
-    max_batch: int = 8  # streams decoded together in one worker step
+    max_batch: int = 8  # streams decoded together in one worker step, at most...
+    step_budget: float = 0.5  # ...and as many as the measured cost of a row fits in this many seconds
     temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
 
     def __post_init__(self) -> None:
@@ -76,6 +79,7 @@ class ModelConfig:
         _check(self.threads >= 0, f"model.threads must be >= 0, got {self.threads}")
         _check(self.beam_size >= 1, f"model.beam_size must be >= 1, got {self.beam_size}")
         _check(self.max_batch >= 1, f"model.max_batch must be >= 1, got {self.max_batch}")
+        _check(self.step_budget > 0, f"model.step_budget must be > 0 s, got {self.step_budget}")
 
 
 @dataclass(frozen=True)

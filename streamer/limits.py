@@ -5,18 +5,21 @@ Plain code with the clock as an argument; owned by the event-loop thread.
 - `AudioRateLimiter`: a token bucket in seconds of audio. A live source sends 1 s per second; a
   client may catch up after a stall (the burst) but not push audio much faster than real time for
   long, which would let one client take the worker from everyone else (close 4429).
-- `WorkerLoad`: over a sliding window, the worker's busy time per wall second, and how many
-  streams on average were ready for a tick but left out of the batch (the backlog).
+- `WorkerLoad`: over a sliding window, the worker's busy time per wall second, how many streams
+  on average were ready for a tick but left out of the batch (the backlog), and how late decodes
+  finished past their deadline (the scheduler's; see `scheduler.py`).
 - `AdmissionControl`: a new session is refused (4429, with the reason) when the stream limit is
-  reached or the worker is saturated: busy nearly all the time AND leaving ready streams waiting.
-  Busy alone is no overload (one client sending faster than real time keeps the worker busy, yet
-  a new stream would get its ticks at once). Admitted streams are never dropped for load: the
-  scheduler spaces their ticks out instead (each tick then covers more audio), so they degrade
-  in latency, not in text.
+  reached or the worker is saturated: busy nearly all the time AND decodes finishing late (p90
+  past `server.max_tick_lag`). That is the measured knee: a busy worker whose decodes are still
+  on time serves one more stream well (streams on a CPU keep it busy from two on, since each
+  tick covers all audio received meanwhile), while late decodes are late stable text. Admitted
+  streams are never dropped for load: the scheduler spaces their ticks out instead (each tick
+  then covers more audio), so they degrade in latency, not in text.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -52,13 +55,19 @@ class WorkerLoad:
             raise ValueError("window must be > 0")
         self.window = window
         self._batches: deque[tuple[float, float, int]] = deque()  # (finished, busy seconds, streams left waiting)
+        self._lags: deque[tuple[float, float]] = deque()  # (finished, seconds past its deadline) per decode
 
     def record(self, finished: float, busy_seconds: float, waiting: int) -> None:
         self._batches.append((finished, busy_seconds, waiting))
 
+    def record_lag(self, finished: float, seconds_late: float) -> None:
+        self._lags.append((finished, seconds_late))
+
     def _recent(self, now: float) -> deque[tuple[float, float, int]]:
         while self._batches and self._batches[0][0] < now - self.window:
             self._batches.popleft()
+        while self._lags and self._lags[0][0] < now - self.window:
+            self._lags.popleft()
         return self._batches
 
     def load(self, now: float) -> float:
@@ -69,8 +78,14 @@ class WorkerLoad:
         recent = self._recent(now)
         return sum(waiting for _, _, waiting in recent) / len(recent) if recent else 0.0
 
-    def saturated(self, now: float, max_load: float) -> bool:
-        return self.load(now) >= max_load and self.backlog(now) > 0
+    def lag_p90(self, now: float) -> float:
+        """90th percentile of how late the recent decodes finished past their deadline (0 if none)."""
+        self._recent(now)
+        lags = sorted(lag for _, lag in self._lags)
+        return lags[math.ceil(0.9 * len(lags)) - 1] if lags else 0.0  # nearest rank
+
+    def saturated(self, now: float, max_load: float, max_lag: float) -> bool:
+        return self.load(now) >= max_load and self.backlog(now) > 0 and self.lag_p90(now) > max_lag
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,7 @@ class AdmissionControl:
             return Admission(
                 False,
                 "overloaded",
-                f"daemon overloaded: the worker is busy {load:.0%} of the time and streams wait for it; try again later",
+                f"daemon overloaded: the worker is busy {load:.0%} of the time and its decodes run late; try again later",
                 int(CloseCode.LIMITS),
             )
         return Admission(True)

@@ -7,10 +7,16 @@ Updated from the event-loop thread only (prometheus-client is thread-safe anyway
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from websockets.datastructures import Headers
 from websockets.http11 import Response
+
+from model.profile import STAGES
+
+if TYPE_CHECKING:
+    from .worker import BatchResult
 
 # Tick latency: what a tick took from request to result, batching and queueing included.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -37,8 +43,25 @@ class StreamerMetrics:
         self.worker_errors_total = Counter("streamer_worker_errors", "Worker batches that failed (retried), by exception type", ["error"], registry=r)
         self.degraded_total = Counter("streamer_degraded_warnings", "Streams warned that their latency is degraded (overload)", registry=r)
         self.worker_load = Gauge("streamer_worker_load", "Recent worker busy time per second of wall time (1 = saturated)", registry=r)
+        self.worker_busy_seconds_total = Counter("streamer_worker_busy_seconds", "Worker seconds spent decoding batches", registry=r)
+        self.worker_stage_seconds_total = Counter(
+            "streamer_worker_stage_seconds", "Worker seconds by stage of a decode (mel, encoder, language, decoder, alignment)", ["stage"], registry=r
+        )
+        self.decoder_passes_total = Counter("streamer_decoder_passes", "Decoder runs (prompt, steps, alignment)", registry=r)
+        self.decoded_windows_total = Counter("streamer_decoded_windows", "Windows decoded (one per stream per tick)", registry=r)
+        for stage in STAGES:
+            self.worker_stage_seconds_total.labels(stage)
         for reason in REJECT_REASONS:
             self.rejected_total.labels(reason)  # present at 0 from the start, so rates work at once
+
+    def observe_batch(self, result: BatchResult) -> None:
+        self.worker_busy_seconds_total.inc(result.seconds)
+        profile = result.profile
+        if profile is not None:
+            for stage, seconds in profile.stages.items():
+                self.worker_stage_seconds_total.labels(stage).inc(seconds)
+            self.decoder_passes_total.inc(profile.decoder_passes)
+            self.decoded_windows_total.inc(profile.windows)
 
     def reject(self, reason: str) -> None:
         if reason not in REJECT_REASONS:

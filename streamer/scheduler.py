@@ -1,9 +1,19 @@
-"""Feeds the model worker from the event loop: picks ready streams, batches them, applies results.
+"""Feeds the model worker from the event loop: picks due streams, batches them by deadline,
+applies results.
 
 Runs as one asyncio task. Backpressure happens here: one batch is in flight at a time; a stream
 is in at most one batch (a session has at most one request in flight) and its request is built
 only when its batch is formed, so a lagging worker makes ticks rarer for everyone, each tick
-covering all audio received meanwhile, and no audio is dropped.
+covering all audio received meanwhile (one longer window instead of many ticks), and no audio
+is dropped.
+
+Batches are formed by deadline, not by arrival (continuous batching at the granularity of a
+decode): a stream's tick is due when it becomes ready (`wake(session)` notes the moment), and
+its deadline is that moment plus the slack of its kind: none for a decode that stable text waits
+on (`TickKind.commits`), one tick interval for a partial. The batch takes the earliest deadlines,
+as many as fit the step budget (`model.step_budget`) by the measured cost of a row, so the batch
+size adapts to the device: on a CPU, where rows cost the same batched or not, a commit never
+waits behind a long batch; on a GPU, where rows are nearly free, batches grow to `max_batch`.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,
@@ -15,21 +25,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from .limits import WorkerLoad
 from .metrics import StreamerMetrics
 from .protocol import ServerMessage
 from .session import Session
-from .tick import TickRequest
-from .worker import ModelWorker
+from .tick import TickKind, TickRequest
+from .worker import BatchResult, ModelWorker
 
 log = logging.getLogger("streamer.scheduler")
 
 BEHIND_FACTOR = 2.0  # a batch slower than this many tick intervals means streams wait for the worker
 BEHIND_LOG_INTERVAL = 30.0  # s between two "falling behind" warnings
 RETRY_BACKOFF = 0.2  # s after a failed batch, doubled per failure in a row (at most 2 s)
+ROW_COST_SMOOTHING = 0.2  # weight of the newest batch in the running cost of a row
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A stream ready for a decode, and by when it should get one."""
+
+    session: Session
+    kind: TickKind
+    deadline: float  # monotonic seconds
 
 
 class TickScheduler:
@@ -41,6 +63,7 @@ class TickScheduler:
         fail: Callable[[Session, BaseException], None],
         max_batch: int,
         tick_interval: float,
+        step_budget: float = math.inf,
         metrics: StreamerMetrics | None = None,
         load: WorkerLoad | None = None,
         max_retries: int = 3,
@@ -51,6 +74,9 @@ class TickScheduler:
         self._fail = fail
         self._max_batch = max_batch
         self._tick_interval = tick_interval
+        self._step_budget = step_budget  # seconds a batch should take at most (by the row cost)
+        self._row_seconds: float | None = None  # running worker seconds per row of a batch
+        self._due_since: dict[str, float] = {}  # when each ready stream's tick became due
         self._metrics = metrics if metrics is not None else StreamerMetrics()  # the server passes its own
         self._load = load if load is not None else WorkerLoad(window=10.0)
         self._max_retries = max_retries
@@ -63,21 +89,45 @@ class TickScheduler:
         self._last_behind_log = 0.0
         self.batches = 0
 
-    def wake(self) -> None:
-        """Something changed (audio, flush, stop, a new session): look for ready streams."""
+    def wake(self, session: Session | None = None) -> None:
+        """Something changed (audio, flush, stop, a new session): look for due streams. With the
+        session whose input changed, its tick's due time is noted now, not at the next scan."""
+        if session is not None and session.wants_tick:
+            self._due_since.setdefault(session.id, time.monotonic())
         self._wake.set()
 
-    def _take_batch(self) -> list[tuple[Session, TickRequest]]:
-        ready = [s for s in self._sessions.values() if s.wants_tick]
-        # Commits first (they are what the user waits for), then whoever waited longest.
-        ready.sort(key=lambda s: (not s.final_pending, self._last_tick.get(s.id, 0.0)))
+    @property
+    def batch_size(self) -> int:
+        """Rows the next batch may take: as many as the step budget holds at the measured cost of
+        a row (all of `max_batch` until one is measured), fewer after a failure."""
+        row = self._row_seconds
+        fits = self._max_batch if row is None or row * self._max_batch <= self._step_budget else int(self._step_budget / row)
+        return max(1, min(self._batch_limit, fits))
+
+    def _due(self, now: float) -> list[_Due]:
+        due = []
+        for session in self._sessions.values():
+            kind = session.due_tick
+            if kind is None:
+                self._due_since.pop(session.id, None)  # e.g. committed at an endpoint without a decode
+                continue
+            since = self._due_since.setdefault(session.id, now)
+            due.append(_Due(session, kind, since + (0.0 if kind.commits else self._tick_interval)))
+        # Earliest deadline first; between equals, whoever was decoded longest ago.
+        due.sort(key=lambda d: (d.deadline, self._last_tick.get(d.session.id, 0.0)))
+        return due
+
+    def _take_batch(self) -> list[tuple[_Due, TickRequest]]:
         now = time.monotonic()
-        batch = []
-        self._waiting = max(0, len(ready) - self._batch_limit)
+        due = self._due(now)
+        size = self.batch_size
+        self._waiting = max(0, len(due) - size)
         self._metrics.worker_queue_depth.set(self._waiting)
-        for session in ready[: self._batch_limit]:
-            self._last_tick[session.id] = now
-            batch.append((session, session.make_tick_request()))
+        batch = []
+        for entry in due[:size]:
+            self._last_tick[entry.session.id] = now
+            del self._due_since[entry.session.id]
+            batch.append((entry, entry.session.make_tick_request()))
         return batch
 
     async def run(self) -> None:
@@ -89,7 +139,7 @@ class TickScheduler:
                 continue
             await self._run_batch(batch)
 
-    async def _run_batch(self, batch: list[tuple[Session, TickRequest]]) -> None:
+    async def _run_batch(self, batch: list[tuple[_Due, TickRequest]]) -> None:
         self.batches += 1
         self._metrics.batch_size.observe(len(batch))
         began = time.monotonic()
@@ -97,20 +147,14 @@ class TickScheduler:
             result = await asyncio.wrap_future(self._worker.submit([request for _, request in batch]))
         except Exception as exc:
             self._load.record(time.monotonic(), time.monotonic() - began, self._waiting)
-            await self._batch_failed(batch, exc)
+            await self._batch_failed([(due.session, request) for due, request in batch], exc)
             return
         finished = time.monotonic()
-        self._load.record(finished, result.seconds, self._waiting)
+        self._account(batch, result, finished)
         self._failed_batches_in_row = 0
         self._batch_limit = min(self._max_batch, self._batch_limit + 1)
-        behind = result.seconds > BEHIND_FACTOR * self._tick_interval
-        if behind and finished - self._last_behind_log > BEHIND_LOG_INTERVAL:
-            self._last_behind_log = finished
-            log.warning(
-                "worker falling behind: a batch of %d stream(s) took %.2f s (tick interval %.2f s); ticks are spaced out",
-                len(batch), result.seconds, self._tick_interval,
-            )
-        for (session, request), hypothesis in zip(batch, result.hypotheses, strict=True):
+        for (due, request), hypothesis in zip(batch, result.hypotheses, strict=True):
+            session = due.session
             self._metrics.tick_latency.observe(finished - began)
             self._failures.pop(session.id, None)
             if self._sessions.get(session.id) is not session:
@@ -123,12 +167,27 @@ class TickScheduler:
                 continue
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "session %s tick %d: %.2f-%.2f s%s heard %r (no-speech %.2f); sends %s",
-                    session.id, request.serial, request.window_start, request.window_end, " final" if request.final else "",
-                    "".join(w.text for w in hypothesis.words), hypothesis.no_speech_prob,
+                    "session %s tick %d (%s, %.2f s after due): %.2f-%.2f s%s heard %r (no-speech %.2f); sends %s",
+                    session.id, request.serial, due.kind.value, finished - due.deadline, request.window_start, request.window_end,
+                    " final" if request.final else "", "".join(w.text for w in hypothesis.words), hypothesis.no_speech_prob,
                     ", ".join(type(m).__name__ for m in messages) or "nothing",
                 )
             self._deliver(session, messages)
+
+    def _account(self, batch: list[tuple[_Due, TickRequest]], result: BatchResult, finished: float) -> None:
+        """The batch's cost into the row cost, the load and the metrics; how late each row came, into the load."""
+        self._load.record(finished, result.seconds, self._waiting)
+        for due, _ in batch:
+            self._load.record_lag(finished, finished - due.deadline)
+        row = result.seconds / len(batch)
+        self._row_seconds = row if self._row_seconds is None else self._row_seconds + ROW_COST_SMOOTHING * (row - self._row_seconds)
+        self._metrics.observe_batch(result)
+        if result.seconds > BEHIND_FACTOR * self._tick_interval and finished - self._last_behind_log > BEHIND_LOG_INTERVAL:
+            self._last_behind_log = finished
+            log.warning(
+                "worker falling behind: a batch of %d stream(s) took %.2f s (tick interval %.2f s); ticks are spaced out",
+                len(batch), result.seconds, self._tick_interval,
+            )
 
     async def _batch_failed(self, batch: list[tuple[Session, TickRequest]], exc: Exception) -> None:
         self._metrics.worker_errors_total.labels(type(exc).__name__).inc()
@@ -150,4 +209,5 @@ class TickScheduler:
 
     def forget(self, session_id: str) -> None:
         self._last_tick.pop(session_id, None)
+        self._due_since.pop(session_id, None)
         self._failures.pop(session_id, None)

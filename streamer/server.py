@@ -202,6 +202,7 @@ class StreamerServer:
             fail=self._fail_session,
             max_batch=self._config.model.max_batch,
             tick_interval=self._config.stream.tick_interval,
+            step_budget=self._config.model.step_budget,
             metrics=self.metrics,
             load=self._load,
         )
@@ -302,14 +303,18 @@ class StreamerServer:
         load = self._load.load(now)
         self.metrics.worker_load.set(load)
         limit = self._config.server.max_load
-        if self._load.saturated(now, limit) and not self._overloaded:
+        max_lag = self._config.server.max_tick_lag
+        if self._load.saturated(now, limit, max_lag) and not self._overloaded:
             self._overloaded = True
-            log.warning("worker saturated (load %.2f, streams waiting): new sessions are refused, open ones get slower ticks", load)
+            log.warning(
+                "worker saturated (load %.2f, decodes %.2f s late at p90): new sessions are refused, open ones get slower ticks",
+                load, self._load.lag_p90(now),
+            )
             warning = ErrorMessage(int(CloseCode.LIMITS), f"daemon overloaded (worker load {load:.0%}): latency is degraded", fatal=False)
             for stream in self.streams.values():
                 if stream.outbox is not None:
                     stream.outbox.send(warning)
-        elif self._overloaded and not self._load.saturated(now, OVERLOAD_CLEAR * limit):
+        elif self._overloaded and not self._load.saturated(now, OVERLOAD_CLEAR * limit, OVERLOAD_CLEAR * max_lag):
             self._overloaded = False
             log.info("worker load back to %.2f", load)
         # Every stream fitting in one batch, but batches too slow for real time: no backlog, yet
@@ -336,9 +341,9 @@ class StreamerServer:
         if parked:
             self._scheduler_wake()
 
-    def _scheduler_wake(self) -> None:
+    def _scheduler_wake(self, session: Session | None = None) -> None:
         if self._scheduler is not None:
-            self._scheduler.wake()
+            self._scheduler.wake(session)
 
     # ---- one connection ------------------------------------------------------------------------
 
@@ -374,7 +379,7 @@ class StreamerServer:
                     self._deliver(stream, session.flush())
                 elif isinstance(message, Stop):
                     self._deliver(stream, session.stop())
-                self._scheduler_wake()
+                self._scheduler_wake(session)
         except ProtocolError as exc:
             ended_by_error = True
             log.info("connection %s: %s (close %d)", websocket.id, exc.message, exc.code)
@@ -415,7 +420,10 @@ class StreamerServer:
         if start.resume is not None:
             return self._resume_stream(outbox, start, key_id, now)
         admission = self._admission.admit(
-            self._attached_count(), self._load.load(now), self._load.saturated(now, self._config.server.max_load), shutting_down=self._shutting_down
+            self._attached_count(),
+            self._load.load(now),
+            self._load.saturated(now, self._config.server.max_load, self._config.server.max_tick_lag),
+            shutting_down=self._shutting_down,
         )
         if not admission.ok:
             assert admission.close_code is not None

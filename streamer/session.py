@@ -48,7 +48,7 @@ from .protocol import (
     VadEvent,
     WordTiming,
 )
-from .tick import Hypothesis, TickRequest, Word
+from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import SpeechStart, VoiceActivityDetector
 
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
@@ -244,23 +244,27 @@ class Session:
         return self._in_flight is not None
 
     @property
-    def wants_tick(self) -> bool:
-        """Ready for the worker: speech pending, nothing in flight, and a tick's worth of new audio
-        (or a commit-everything request, which does not wait)."""
+    def due_tick(self) -> TickKind | None:
+        """The tick this stream is ready for (None: none): speech pending, nothing in flight, and
+        a tick's worth of new audio, or a commit, which does not wait."""
         if self.ended or self._in_flight is not None or not self._speech_pending:
-            return False
+            return None
         if self._final_reason is not None:
-            return True
+            return TickKind.FINAL
         voice_end = int(self._vad.last_voiced_end * SAMPLE_RATE)
         heard_past_voice = voice_end + int(ENDPOINT_MARGIN * SAMPLE_RATE)
         if self._last_request_end < heard_past_voice <= self._buffer.end:
             # Once per pause, a decode that hears just past the last voiced frame: if the pause
             # turns out to be an endpoint, its hypothesis is committed without another decode.
-            return True
+            return TickKind.PAUSE
         # Silence after the last decode would not change its text: wait for speech or the endpoint.
         new_voice = voice_end > self._last_request_end
         new_audio = self._buffer.end - self._last_request_end
-        return new_voice and new_audio >= self._config.stream.tick_interval * SAMPLE_RATE
+        return TickKind.PARTIAL if new_voice and new_audio >= self._config.stream.tick_interval * SAMPLE_RATE else None
+
+    @property
+    def wants_tick(self) -> bool:
+        return self.due_tick is not None
 
     @property
     def final_pending(self) -> bool:

@@ -6,11 +6,25 @@ reads session state; a `Hypothesis` is plain data the session applies in the eve
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
 
 from model.audio import SAMPLE_RATE
+
+
+class TickKind(enum.Enum):
+    """Why a stream wants a decode, which tells the scheduler how soon it is due."""
+
+    FINAL = "final"  # commit everything: an endpoint, flush, stop or a full buffer
+    PAUSE = "pause"  # hears just past the last voiced frame: the commit, if the pause is an endpoint
+    PARTIAL = "partial"  # new speech since the last decode: the next partial, and agreement
+
+    @property
+    def commits(self) -> bool:
+        """Stable text waits on this decode (the latency users see)."""
+        return self is not TickKind.PARTIAL
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
@@ -26,6 +26,7 @@ import torch
 
 from model.audio import SAMPLE_RATE
 from model.decoding import TIME_PRECISION, model_tokenizer
+from model.profile import StageClock
 from model.runtime import cpu_has_native_bfloat16
 from model.tokenizer import Tokenizer
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
@@ -40,9 +41,20 @@ log = logging.getLogger("streamer.worker")
 
 
 @dataclass(frozen=True)
+class BatchProfile:
+    """Where one batch's worker time went (see `docs/performance.md`)."""
+
+    stages: Mapping[str, float]  # seconds per `model.profile.STAGES` entry
+    decoder_passes: int  # decoder calls, the prompt pass and alignment passes included
+    windows: int
+    audio_seconds: float  # audio in the windows (each is encoded as 30 s)
+
+
+@dataclass(frozen=True)
 class BatchResult:
     hypotheses: tuple[Hypothesis, ...]  # in the order of the submitted requests
     seconds: float
+    profile: BatchProfile | None = None
 
 
 class ModelWorker:
@@ -135,6 +147,8 @@ class ModelWorker:
 
     def _decode(self, model: Whisper, requests: list[TickRequest]) -> BatchResult:
         began = time.perf_counter()
+        clock = StageClock()
+        passes_before = model.decoder_passes
         tokenizer = model_tokenizer(model)
         hypotheses: list[Hypothesis | None] = [None] * len(requests)
         # One WindowOptions per call: rows that differ in language or task go in separate calls.
@@ -147,12 +161,16 @@ class ModelWorker:
             drafts = [requests[i].draft for i in rows]
             forced = [context_tokens(requests[i], tokenizer) for i in rows]
             audio = [requests[i].audio for i in rows]
-            results = decode_windows(model, audio, options, prompts, drafts if any(drafts) else None, forced if any(forced) else None)
+            results = decode_windows(model, audio, options, prompts, drafts if any(drafts) else None, forced if any(forced) else None, clock)
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
         seconds = time.perf_counter() - began
-        log.debug("decoded %d window(s), %.1f s of audio, in %.2f s", len(requests), sum(len(r.audio) for r in requests) / SAMPLE_RATE, seconds)
-        return BatchResult(tuple(h for h in hypotheses if h is not None), seconds)
+        audio_seconds = sum(len(r.audio) for r in requests) / SAMPLE_RATE
+        profile = BatchProfile(dict(clock.seconds), model.decoder_passes - passes_before, len(requests), audio_seconds)
+        if log.isEnabledFor(logging.DEBUG):
+            split = ", ".join(f"{stage} {t:.3f}" for stage, t in clock.seconds.items())
+            log.debug("decoded %d window(s), %.1f s of audio, in %.2f s (%s; %d decoder passes)", len(requests), audio_seconds, seconds, split, profile.decoder_passes)
+        return BatchResult(tuple(h for h in hypotheses if h is not None), seconds, profile)
 
 
 def context_tokens(request: TickRequest, tokenizer: Tokenizer) -> list[int]:

@@ -32,12 +32,31 @@ def test_worker_load_window() -> None:
     load = WorkerLoad(window=10.0)
     for t in range(10):
         load.record(finished=float(t), busy_seconds=0.95, waiting=0)
+        load.record_lag(finished=float(t), seconds_late=2.0)
     assert load.load(now=9.0) == pytest.approx(0.95)
-    assert not load.saturated(now=9.0, max_load=0.9)  # busy, but every ready stream got its tick
+    assert not load.saturated(now=9.0, max_load=0.9, max_lag=1.0)  # busy, but every ready stream got its tick
     load.record(finished=9.5, busy_seconds=0.5, waiting=3)
     assert load.backlog(now=9.5) == pytest.approx(3 / 11)
-    assert load.saturated(now=9.5, max_load=0.9)
-    assert load.load(now=25.0) == 0.0 and load.backlog(now=25.0) == 0.0 and not load.saturated(now=25.0, max_load=0.9)
+    assert load.saturated(now=9.5, max_load=0.9, max_lag=1.0)
+    assert load.load(now=25.0) == 0.0 and load.backlog(now=25.0) == 0.0 and not load.saturated(now=25.0, max_load=0.9, max_lag=1.0)
+
+
+def test_a_busy_worker_whose_decodes_are_on_time_is_not_saturated() -> None:
+    """The knee is where decodes run late, not where the worker gets busy: two streams on a CPU
+    keep it busy all the time, yet serve their text on time."""
+    load = WorkerLoad(window=10.0)
+    for i in range(40):
+        t = i * 0.25
+        load.record(finished=t, busy_seconds=0.25, waiting=1)
+        load.record_lag(finished=t, seconds_late=0.3 if i % 10 else 1.5)  # one late decode in ten
+    assert load.load(now=9.75) >= 0.95 and load.backlog(now=9.75) > 0
+    assert load.lag_p90(now=9.75) == pytest.approx(0.3)
+    assert not load.saturated(now=9.75, max_load=0.9, max_lag=1.0)
+    for i in range(40, 60):
+        load.record(finished=i * 0.25, busy_seconds=0.25, waiting=2)
+        load.record_lag(finished=i * 0.25, seconds_late=1.8)  # now half of them late
+    assert load.lag_p90(now=14.75) == pytest.approx(1.8)
+    assert load.saturated(now=14.75, max_load=0.9, max_lag=1.0)
 
 
 def test_admission() -> None:

@@ -17,7 +17,7 @@ from streamer.config import Config, StreamConfig
 from streamer.protocol import Start
 from streamer.scheduler import TickScheduler
 from streamer.session import ModelInfo, Session
-from streamer.tick import Hypothesis, TickRequest
+from streamer.tick import Hypothesis, TickKind, TickRequest
 from streamer.worker import BatchResult
 
 pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
@@ -85,3 +85,89 @@ def test_a_slow_worker_spaces_ticks_out_without_dropping_audio() -> None:
         assert len({r.window_start for r in requests[blip_ends + 1 :]}) == 1
         assert all(r.window_start < 0.54 for r in requests)
         assert np.isclose(ends[-1], 6.0, atol=0.2)
+
+
+class ScriptedSession:
+    """Just what the scheduler reads of a session: whether a tick is due, and of what kind."""
+
+    def __init__(self, session_id: str, kind: TickKind | None = None) -> None:
+        self.id = session_id
+        self.due_tick = kind
+        self.taken: list[TickKind] = []
+
+    @property
+    def wants_tick(self) -> bool:
+        return self.due_tick is not None
+
+    def make_tick_request(self) -> TickRequest:
+        assert self.due_tick is not None
+        self.taken.append(self.due_tick)
+        final = self.due_tick is TickKind.FINAL
+        self.due_tick = None
+        return TickRequest(self.id, len(self.taken), np.zeros(1600, np.float32), 0.0, "", "en", "transcribe", final, None, 0)
+
+    def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list:
+        return []
+
+
+class CostWorker:
+    """Reports each batch as costing `fixed + per_row × rows` worker seconds, answering at once."""
+
+    def __init__(self, fixed: float, per_row: float) -> None:
+        self.fixed, self.per_row = fixed, per_row
+        self.batches: list[list[str]] = []
+
+    def submit(self, requests: list[TickRequest]) -> Future[BatchResult]:
+        self.batches.append([r.session_id for r in requests])
+        future: Future[BatchResult] = Future()
+        silent = Hypothesis((), "en", 1.0, -0.2, 0.01, 1.0)
+        future.set_result(BatchResult(tuple(silent for _ in requests), self.fixed + self.per_row * len(requests)))
+        return future
+
+
+async def _drain(scheduler: TickScheduler, sessions: dict, rounds: int, refill: TickKind = TickKind.PARTIAL) -> None:
+    """Runs the scheduler while every stream keeps asking for a tick of `refill`'s kind."""
+    task = asyncio.create_task(scheduler.run())
+    for _ in range(rounds):
+        for session in sessions.values():
+            if session.due_tick is None:
+                session.due_tick = refill
+                scheduler.wake(session)
+        await asyncio.sleep(0.005)
+    task.cancel()
+
+
+@pytest.mark.parametrize(("fixed", "per_row", "expected"), [(0.0, 0.3, 1), (0.02, 0.001, 8)])
+def test_the_batch_size_adapts_to_the_cost_of_a_row(fixed: float, per_row: float, expected: int) -> None:
+    """A CPU-like worker (rows cost the same batched or not) gets batches the step budget holds;
+    a GPU-like one (rows nearly free) gets max_batch."""
+    worker = CostWorker(fixed, per_row)
+    sessions = {f"s{i}": ScriptedSession(f"s{i}", TickKind.PARTIAL) for i in range(12)}
+    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=8, tick_interval=0.3, step_budget=0.5)
+    asyncio.run(_drain(scheduler, sessions, rounds=20))
+    assert len(worker.batches[0]) == 8  # no cost measured yet
+    assert max(len(batch) for batch in worker.batches[3:]) == expected
+    assert scheduler.batch_size == expected
+
+
+def test_a_commit_goes_before_partials_that_were_due_earlier() -> None:
+    """Earliest deadline first: a decode stable text waits on is due at once, a partial one tick
+    interval after it became due; arrival order does not decide."""
+    worker = CostWorker(0.0, 0.3)
+    sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
+    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=8, tick_interval=0.3, step_budget=0.5)
+
+    async def scenario() -> None:
+        for session in sessions.values():
+            scheduler.wake(session)
+        await asyncio.sleep(0.05)  # the partials have waited, but less than a tick interval
+        sessions["c"] = ScriptedSession("c", TickKind.FINAL)
+        scheduler.wake(sessions["c"])
+        scheduler._row_seconds = 0.3  # as measured: one row a batch
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert worker.batches[0] == ["c"]
+    assert sorted(b[0] for b in worker.batches[1:4]) == ["p0", "p1", "p2"]
