@@ -106,7 +106,7 @@ class ModelWorker:
 
     def _run(self) -> None:
         try:
-            model = self._load()
+            model = self.load()
         except BaseException as exc:  # reported to whoever waits for the model, with its traceback
             self._load_error = exc
             self._loaded.set()
@@ -121,13 +121,14 @@ class ModelWorker:
                 continue
             try:
                 with torch.inference_mode():
-                    result = self._decode(model, requests)
+                    result = self.decode(model, requests)
             except BaseException as exc:  # handed to the event loop, which logs it per session
                 future.set_exception(exc)
             else:
                 future.set_result(result)
 
-    def _load(self) -> Whisper:
+    def load(self) -> Whisper:
+        """Loads the model as configured (in the worker thread; the tick profiler calls it directly)."""
         config = self._config
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -145,7 +146,8 @@ class ModelWorker:
         )
         return model
 
-    def _decode(self, model: Whisper, requests: list[TickRequest]) -> BatchResult:
+    def decode(self, model: Whisper, requests: list[TickRequest]) -> BatchResult:
+        """One batch on `model` (the worker thread's step; the tick profiler calls it directly)."""
         began = time.perf_counter()
         clock = StageClock()
         passes_before = model.decoder_passes
