@@ -7,7 +7,7 @@ Starts `python -m streamer --config config.toml` on a free loopback port. First 
 (the single-stream baseline: its WER and worker cost), then for each N of the sweep N concurrent
 streams from one asyncio load generator through real websockets: stream i plays clip i mod K
 (the shared long clips, then one long clip built from the short ones, cut at the last utterance
-that ends within `--seconds`) at real-time pace in 0.1 s frames, starting `--stagger` s after
+that ends within `--seconds`) at real-time pace in 0.1 s frames (`clients.pacing`), starting `--stagger` s after
 stream i-1 so that utterances do not end together. Per N:
 
 - stable latency per utterance (its last word's stable message, minus when its end was sent; as
@@ -42,11 +42,14 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.daemon import Daemon
 from benchmarks.data import Clip, clips_of, joined_clip, long_clip_reference
+from benchmarks.load import rss_kib
 from benchmarks.streaming import Event, percentile, score_clip
 from benchmarks.wer import word_error_rate
+from clients.audio_file import AudioClip
+from clients.pacing import PacingOptions, paced_frames
 from model.audio import SAMPLE_RATE, load_audio
 
-FRAME_SECONDS = 0.1
+FRAME_MS = 100
 LOAD_WINDOW = 11.0  # s: the daemon's admission looks at the last 10 s of worker load
 SUSTAINED = {"stable_p50_s": 1.0, "stable_p90_s": 2.0, "wer_margin_points": 0.5}
 METRICS = ("streamer_worker_busy_seconds_total", "streamer_audio_seconds_total", "streamer_decoder_passes_total", "streamer_decoded_windows_total")
@@ -107,47 +110,50 @@ def read_metrics(http_url: str) -> dict[str, float]:
     return values
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+@dataclass
+class _StreamLog:
+    """What one stream's reader and sender have seen so far (both in the load generator's loop)."""
+
+    events: list[Event] = field(default_factory=list)
+    began: float = 0.0  # monotonic time of the first frame
+    sent: float = 0.0  # seconds of audio sent
+    admitted: bool = False
+    degraded: bool = False  # the daemon warned (non-fatal 4429) that its latency is degraded
+
+    def message(self, message: dict) -> None:
+        self.events.append(Event(time.monotonic() - self.began, self.sent, message))
+        self.admitted = self.admitted or message["type"] == "ready"
+        if message["type"] == "error" and not message.get("fatal", True) and message["code"] == 4429:
+            self.degraded = True
 
 
 async def stream_clip(url: str, audio: np.ndarray, delay: float) -> tuple[list[Event], bool, bool, int | None]:
     """One real-time stream: its events (as `clients.replay --events` logs them), whether it was
     admitted, whether it was warned as degraded, and its close code."""
     await asyncio.sleep(delay)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = int(SAMPLE_RATE * FRAME_SECONDS)
-    events: list[Event] = []
-    state = {"sent": 0.0, "began": 0.0, "admitted": False, "degraded": False}
+    pcm = AudioClip((np.clip(audio, -1, 1) * 32767).astype(np.int16)[:, None], SAMPLE_RATE)
+    stream = _StreamLog()
     async with connect(url, max_size=None, open_timeout=120) as ws:
         await ws.send(msgpack.packb({"type": "start"}))
 
         async def read() -> None:
             try:
                 async for frame in ws:
-                    message = msgpack.unpackb(frame)
-                    events.append(Event(time.monotonic() - state["began"], state["sent"], message))
-                    state["admitted"] = state["admitted"] or message["type"] == "ready"
-                    if message["type"] == "error" and not message.get("fatal", True) and message["code"] == 4429:
-                        state["degraded"] = True
+                    stream.message(msgpack.unpackb(frame))
             except ConnectionClosed:
                 pass
 
         reader = asyncio.create_task(read())
-        state["began"] = time.monotonic()
+        stream.began = time.monotonic()
         try:
-            for i, offset in enumerate(range(0, len(pcm), step)):
-                await asyncio.sleep(max(0.0, state["began"] + i * FRAME_SECONDS - time.monotonic()))
-                await ws.send(msgpack.packb({"type": "audio", "data": pcm[offset : offset + step].tobytes()}))
-                state["sent"] = min(len(pcm), offset + step) / SAMPLE_RATE
+            async for frame in paced_frames(pcm, PacingOptions(frame_ms=FRAME_MS), stream.began):
+                await ws.send(msgpack.packb({"type": "audio", "data": frame}))
+                stream.sent += len(frame) / 2 / SAMPLE_RATE
             await ws.send(msgpack.packb({"type": "stop"}))
         except ConnectionClosed:
             pass  # refused or closed: the reader has seen why
         await asyncio.wait_for(reader, timeout=300)
-        return events, bool(state["admitted"]), bool(state["degraded"]), ws.close_code
+        return stream.events, stream.admitted, stream.degraded, ws.close_code
 
 
 def score_stream(clip: Clip, events: list[Event], admitted: bool, degraded: bool, close_code: int | None) -> StreamResult:
@@ -167,7 +173,7 @@ async def run_streams(url: str, clips: list[tuple[Clip, np.ndarray]], streams: i
 
 async def sample_rss(pid: int, peak: list[float], done: asyncio.Event) -> None:
     while not done.is_set():
-        peak[0] = max(peak[0], rss_mib(pid))
+        peak[0] = max(peak[0], rss_kib(pid) / 1024)
         await asyncio.sleep(0.5)
 
 

@@ -7,7 +7,7 @@ N sessions each get one long clip (the shared ones in turn, each stream starting
 last), fed 0.1 s at a time. A virtual clock advances by 0.1 s while no stream is due, and by the
 measured seconds of each worker step otherwise, so each tick covers as much new audio as it
 would in the daemon, where audio keeps arriving while the worker decodes. Every due stream
-(up to --max-batch, commits first) goes into the step. Printed per N: steps, mean rows a step,
+(up to --max-batch, the decodes stable text waits on first, as the scheduler orders them) goes into the step. Printed per N: steps, mean rows a step,
 seconds a step and a row, the split by stage (mel, encoder, language, decoder, alignment, and
 the rest: Python outside them: building prompts and forced tokens, turning results into
 hypotheses), decoder passes per window, and the mean window length. No sockets, no scheduler:
@@ -65,7 +65,7 @@ def profile(worker: ModelWorker, model, config: Config, audio: list[np.ndarray],
     stages: dict[str, float] = defaultdict(float)
     while now < seconds + (streams - 1) * STAGGER:
         feed(sessions, pcm, fed, now)
-        due = sorted((s for s in sessions if s.wants_tick), key=lambda s: not s.final_pending)[:max_batch]
+        due = sorted((s for s in sessions if s.wants_tick), key=lambda s: not s.due_tick.commits)[:max_batch]
         if not due:
             now += 0.1
             continue

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import ContextManager
 
 import torch
 
@@ -35,6 +34,6 @@ class StageClock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
 
 
-def timed(clock: StageClock | None, name: str, device: torch.device) -> ContextManager[None]:
+def timed(clock: StageClock | None, name: str, device: torch.device) -> AbstractContextManager[None]:
     """`clock.stage(name)`, or nothing when there is no clock."""
     return nullcontext() if clock is None else clock.stage(name, device)

@@ -63,24 +63,24 @@ class WorkerLoad:
     def record_lag(self, finished: float, seconds_late: float) -> None:
         self._lags.append((finished, seconds_late))
 
-    def _recent(self, now: float) -> deque[tuple[float, float, int]]:
-        while self._batches and self._batches[0][0] < now - self.window:
-            self._batches.popleft()
-        while self._lags and self._lags[0][0] < now - self.window:
-            self._lags.popleft()
-        return self._batches
+    def _prune(self, now: float) -> None:
+        """Forgets what finished before the window."""
+        for entries in (self._batches, self._lags):
+            while entries and entries[0][0] < now - self.window:
+                entries.popleft()
 
     def load(self, now: float) -> float:
-        return sum(busy for _, busy, _ in self._recent(now)) / self.window
+        self._prune(now)
+        return sum(busy for _, busy, _ in self._batches) / self.window
 
     def backlog(self, now: float) -> float:
         """Streams left waiting per batch, on average (0 when every ready stream fit in its batch)."""
-        recent = self._recent(now)
-        return sum(waiting for _, _, waiting in recent) / len(recent) if recent else 0.0
+        self._prune(now)
+        return sum(waiting for _, _, waiting in self._batches) / len(self._batches) if self._batches else 0.0
 
     def lag_p90(self, now: float) -> float:
         """90th percentile of how late the recent decodes finished past their deadline (0 if none)."""
-        self._recent(now)
+        self._prune(now)
         lags = sorted(lag for _, lag in self._lags)
         return lags[math.ceil(0.9 * len(lags)) - 1] if lags else 0.0  # nearest rank
 
