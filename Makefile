@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test install-bench system-deps run test bench bench-stream clean
+.PHONY: install install-test install-bench system-deps run lint test bench bench-stream clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ system-deps:
 run: install
 	$(PY) -m streamer --config config.toml
 
-test: install-test system-deps
+# Lint and types first: they take seconds, the suite minutes.
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install-test system-deps lint
 	$(PY) -m pytest -q -ra
 
 bench: install-bench

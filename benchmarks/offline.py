@@ -11,6 +11,7 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -20,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.data import Clip, clips_of, long_clip_reference
 from benchmarks.wer import word_error_rate
@@ -80,7 +82,7 @@ def long_form_problems(run: Run, clips: list[Clip]) -> list[str]:
     problems = []
     for clip in clips:
         segments = run.outputs[clip.path.stem]["segments"]
-        for a, b in zip(segments, segments[1:]):
+        for a, b in itertools.pairwise(segments):
             if b["start"] < a["end"] - 1e-6 or b["start"] < a["start"]:
                 problems.append(f"{clip.id}: segments overlap or go back at {b['start']:.2f}s")
         for s in segments:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = statistics.median(r.wall_s for r in runs["faster-whisper int8"])
     short_ids = {c.id: c for c in clips_of("short", "en")}
     long_clips = clips_of("long", "en")
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON object per engine, as --json writes them
     for name, engine_runs in runs.items():
         wall = statistics.median(r.wall_s for r in engine_runs)
         run = engine_runs[0]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.daemon import Daemon
-from benchmarks.data import Clip, clips_of, joined_clip, long_clip_reference, load_manifest
+from benchmarks.data import Clip, clips_of, joined_clip, load_manifest, long_clip_reference
 from benchmarks.wer import normalize, word_error_rate
 
 BARS = {

@@ -12,7 +12,7 @@ import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 
@@ -155,7 +155,7 @@ class End:
     audio_seconds: float
 
 
-ServerMessage = Union[Ready, Language, Partial, Stable, VadEvent, ErrorMessage, End]
+ServerMessage = Ready | Language | Partial | Stable | VadEvent | ErrorMessage | End
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,12 @@ class WordLike(Protocol):
 
 
 class SegmentLike(Protocol):
-    start: float
-    end: float
-    text: str
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def text(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import wave
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,7 @@ def pad_or_trim(array: np.ndarray | torch.Tensor, length: int = N_SAMPLES, *, ax
             return torch.nn.functional.pad(array, pad)
         return array
     if size > length:
-        return array.take(indices=range(length), axis=axis)
+        return array.take(np.arange(length), axis=axis)
     if size < length:
         widths = [(0, 0)] * array.ndim
         widths[axis] = (0, length - size)
@@ -120,7 +120,7 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return freqs
 
 
-@lru_cache(maxsize=None)
+@cache
 def mel_filters_np(n_mels: int, sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
     """Slaney-normalised triangular mel filterbank [n_mels, 1 + n_fft // 2], as librosa builds it."""
     fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
@@ -134,7 +134,7 @@ def mel_filters_np(n_mels: int, sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np
     return weights.astype(np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _filters_and_window(n_mels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(mel_filters_np(n_mels)).to(device), torch.hann_window(N_FFT, device=device)
 

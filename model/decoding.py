@@ -297,7 +297,7 @@ class BeamSearchStrategy:
         logprobs = F.log_softmax(logits.float(), dim=-1)
         top_logprobs, top_tokens = logprobs.topk(beam + 1, dim=-1)
         scores = (sum_logprobs[:, None] + top_logprobs).tolist()
-        top_tokens = top_tokens.tolist()
+        top_token_ids = top_tokens.tolist()
         prefixes = [tuple(row) for row in sampled.tolist()]
         rows_of: dict[int, list[int]] = {}
         for row, audio in enumerate(row_audio):
@@ -309,7 +309,7 @@ class BeamSearchStrategy:
             # Rows of one audio start identical: keying by sequence keeps one copy of each.
             candidates: dict[tuple[int, ...], tuple[float, int]] = {}
             for row in rows:
-                for score, token in zip(scores[row], top_tokens[row]):
+                for score, token in zip(scores[row], top_token_ids[row]):
                     candidates[(*prefixes[row], token)] = (score, row)
             ended: dict[tuple[int, ...], float] = {}
             kept = 0
@@ -328,7 +328,7 @@ class BeamSearchStrategy:
                 if kept == beam:
                     break
             done = self._finished[audio]
-            for sequence in sorted(ended, key=ended.get, reverse=True):
+            for sequence in sorted(ended, key=lambda s: ended[s], reverse=True):
                 if len(done) >= self.max_candidates:
                     break
                 done[sequence] = ended[sequence]
@@ -434,7 +434,9 @@ class ForcedTokens:
 
 def suppressed_tokens(options: DecodingOptions, tokenizer: Tokenizer) -> tuple[int, ...]:
     """The tokens never sampled: `options.suppress_tokens` and the special tokens."""
-    tokens = set(options.suppress_tokens or ())
+    suppress = options.suppress_tokens
+    assert not isinstance(suppress, str), "DecodingOptions.__post_init__ parses it into token ids"
+    tokens: set[int] = set(suppress or ())
     if -1 in tokens:
         tokens.discard(-1)
         tokens.update(tokenizer.non_speech_tokens)
@@ -495,7 +497,7 @@ def decode_features(
     elif languages is None:
         if options.language is None:
             _, language_probs = detect_language(model, audio_features, model_tokenizer(model))
-            languages = [max(p, key=p.get) for p in language_probs]
+            languages = [max(p, key=lambda code: p[code]) for p in language_probs]
         else:
             languages = [options.language] * n_audio
     elif len(languages) != n_audio:

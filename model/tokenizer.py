@@ -12,7 +12,7 @@ import json
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 
 from tokenizers import AddedToken
@@ -176,7 +176,7 @@ class Tokenizer:
 
     @cached_property
     def all_language_codes(self) -> tuple[str, ...]:
-        return tuple(self.tokenizer.id_to_token(t).strip("<|>") for t in self.all_language_tokens)
+        return tuple(str(self.tokenizer.id_to_token(t)).strip("<|>") for t in self.all_language_tokens)
 
     @cached_property
     def sot_sequence(self) -> tuple[int, ...]:
@@ -241,7 +241,7 @@ class Tokenizer:
         return words, word_tokens
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_tokenizer(
     tokenizer_file: Path | str,
     *,

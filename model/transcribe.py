@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from model.runtime import return_freed_memory_to_os
 
 from model.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
 from model.decoding import (
@@ -35,6 +32,7 @@ from model.decoding import (
     model_tokenizer,
 )
 from model.profile import StageClock, timed
+from model.runtime import return_freed_memory_to_os
 from model.timing import Word, window_word_timestamps
 from model.tokenizer import TASKS, normalize_language
 from model.whisper import Whisper
@@ -318,7 +316,7 @@ def _languages(model: Whisper, features: torch.Tensor, language: str | None) -> 
     if language is not None:
         return [language] * rows, [None] * rows
     _, probs = detect_language(model, features, model_tokenizer(model))
-    return [max(p, key=p.get) for p in probs], list(probs)
+    return [max(p, key=lambda code: p[code]) for p in probs], list(probs)
 
 
 def _decode_with_fallback(

@@ -216,7 +216,7 @@ def _load_ct2(directories: list[Path], name: str) -> Checkpoint:
     if not parts:
         raise FileNotFoundError(f"no model.bin in {', '.join(map(str, directories))}")
     # One file is mapped, not read; split files must be joined in memory.
-    data = memoryview(b"".join(p.read_bytes() for p in parts)) if len(parts) > 1 else memoryview(np.memmap(parts[0], np.uint8, "r"))
+    data = memoryview(b"".join(p.read_bytes() for p in parts)) if len(parts) > 1 else np.memmap(parts[0], np.uint8, "r").data
     dims, sd = _ct2_state_dict(_read_ct2_variables(data))
     config = json.loads((first / "config.json").read_text()) if (first / "config.json").is_file() else {}
     heads = tuple((int(layer), int(head)) for layer, head in config.get("alignment_heads", ()))

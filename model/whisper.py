@@ -81,14 +81,22 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn.attend(h, k, v)
         return x + self.mlp(self.mlp_ln(x))
 
+    def cross_attention(self) -> tuple[nn.LayerNorm, MultiHeadAttention]:
+        """A decoder block's cross-attention layer norm and attention (encoder blocks have none)."""
+        if self.cross_attn is None or self.cross_attn_ln is None:
+            raise TypeError("an encoder block has no cross-attention")
+        return self.cross_attn_ln, self.cross_attn
+
 
 class AudioEncoder(nn.Module):
+    positional_embedding: Tensor  # a buffer: nn.Module's __getattr__ types it as Tensor | Module
+
     def __init__(self, dims: ModelDims) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(dims.n_mels, dims.n_audio_state, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dims.n_audio_state, dims.n_audio_state, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positional_embedding", sinusoids(dims.n_audio_ctx, dims.n_audio_state))
-        self.blocks = nn.ModuleList(
+        self.blocks: Sequence[ResidualAttentionBlock] = nn.ModuleList(  # type: ignore[assignment]
             ResidualAttentionBlock(dims.n_audio_state, dims.n_audio_head) for _ in range(dims.n_audio_layer)
         )
         self.ln_post = nn.LayerNorm(dims.n_audio_state)
@@ -159,7 +167,7 @@ class TextDecoder(nn.Module):
         super().__init__()
         self.token_embedding = nn.Embedding(dims.n_vocab, dims.n_text_state)
         self.positional_embedding = nn.Parameter(torch.empty(dims.n_text_ctx, dims.n_text_state))
-        self.blocks = nn.ModuleList(
+        self.blocks: Sequence[ResidualAttentionBlock] = nn.ModuleList(  # type: ignore[assignment]
             ResidualAttentionBlock(dims.n_text_state, dims.n_text_head, cross_attention=True)
             for _ in range(dims.n_text_layer)
         )
@@ -167,7 +175,7 @@ class TextDecoder(nn.Module):
 
     def embed(self, tokens: Tensor, cache: KVCache) -> tuple[Tensor, Tensor | None]:
         """Token + position embeddings of the new tokens, and the self-attention mask."""
-        batch, new = tokens.shape
+        _batch, new = tokens.shape
         start = cache.length
         positions = torch.arange(start, start + new, device=tokens.device)
         mask = None
@@ -199,10 +207,11 @@ class TextDecoder(nn.Module):
             h = block.attn_ln(x)
             k, v = cache.append(layer, *block.attn.keys_values(h))
             x = x + block.attn.attend(h, k, v, mask)
-            h = block.cross_attn_ln(x)
+            cross_ln, cross_attn = block.cross_attention()
+            h = cross_ln(x)
             if layer in layers:
-                weights[layer] = block.cross_attn.weights(h, cache.cross[layer][0])
-            x = x + block.cross_attn.attend(h, *cache.cross[layer])
+                weights[layer] = cross_attn.weights(h, cache.cross[layer][0])
+            x = x + cross_attn.attend(h, *cache.cross[layer])
             x = x + block.mlp(block.mlp_ln(x))
         cache.length += tokens.shape[1]
         return self.ln(x), weights
@@ -210,6 +219,7 @@ class TextDecoder(nn.Module):
 
 class Whisper(nn.Module):
     CPU_ENCODER_BATCH = 1
+    alignment_heads: Tensor  # a buffer: [K, 2] (layer, head)
 
     def __init__(self, dims: ModelDims, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()
@@ -258,7 +268,7 @@ class Whisper(nn.Module):
         return torch.cat([self.encoder(part) for part in mel.split(max(chunk, 1))])
 
     def new_cache(self, audio_features: Tensor, pad_lengths: Tensor | None = None) -> KVCache:
-        cross = [block.cross_attn.keys_values(audio_features) for block in self.decoder.blocks]
+        cross = [block.cross_attention()[1].keys_values(audio_features) for block in self.decoder.blocks]
         return KVCache(cross, pad_lengths)
 
     def project(self, hidden: Tensor) -> Tensor:

@@ -27,15 +27,16 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from .limits import WorkerLoad
 from .metrics import StreamerMetrics
 from .protocol import ServerMessage
-from .session import Session
-from .tick import TickKind, TickRequest
-from .worker import BatchResult, ModelWorker
+from .tick import Hypothesis, TickKind, TickRequest
+from .worker import BatchResult
 
 log = logging.getLogger("streamer.scheduler")
 
@@ -45,22 +46,45 @@ RETRY_BACKOFF = 0.2  # s after a failed batch, doubled per failure in a row (at 
 ROW_COST_SMOOTHING = 0.2  # weight of the newest batch in the running cost of a row
 
 
+class Decodable(Protocol):
+    """What the scheduler needs of a stream (`session.Session` is one; tests script their own)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def wants_tick(self) -> bool: ...
+    @property
+    def due_tick(self) -> TickKind | None: ...
+    def make_tick_request(self) -> TickRequest: ...
+    def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]: ...
+    def abandon_request(self, request: TickRequest) -> None: ...
+
+
+class BatchDecoder(Protocol):
+    """What the scheduler needs of the model worker (`worker.ModelWorker` is one)."""
+
+    def submit(self, requests: Sequence[TickRequest]) -> Future[BatchResult]: ...
+
+
+StreamT = TypeVar("StreamT", bound=Decodable)
+
+
 @dataclass(frozen=True)
-class _Due:
+class _Due(Generic[StreamT]):
     """A stream ready for a decode, and by when it should get one."""
 
-    session: Session
+    session: StreamT
     kind: TickKind
     deadline: float  # monotonic seconds
 
 
-class TickScheduler:
+class TickScheduler(Generic[StreamT]):
     def __init__(
         self,
-        worker: ModelWorker,
-        sessions: Mapping[str, Session],
-        deliver: Callable[[Session, list[ServerMessage]], None],
-        fail: Callable[[Session, BaseException], None],
+        worker: BatchDecoder,
+        sessions: Mapping[str, StreamT],
+        deliver: Callable[[StreamT, list[ServerMessage]], None],
+        fail: Callable[[StreamT, BaseException], None],
         max_batch: int,
         tick_interval: float,
         step_budget: float = math.inf,
@@ -89,7 +113,7 @@ class TickScheduler:
         self._last_behind_log = 0.0
         self.batches = 0
 
-    def wake(self, session: Session | None = None) -> None:
+    def wake(self, session: StreamT | None = None) -> None:
         """Something changed (audio, flush, stop, a new session): look for due streams. With the
         session whose input changed, its tick's due time is noted now, not at the next scan."""
         if session is not None and session.wants_tick:
@@ -104,7 +128,7 @@ class TickScheduler:
         fits = self._max_batch if row is None or row * self._max_batch <= self._step_budget else int(self._step_budget / row)
         return max(1, min(self._batch_limit, fits))
 
-    def _due(self, now: float) -> list[_Due]:
+    def _due(self, now: float) -> list[_Due[StreamT]]:
         due = []
         for session in self._sessions.values():
             kind = session.due_tick
@@ -117,7 +141,7 @@ class TickScheduler:
         due.sort(key=lambda d: (d.deadline, self._last_tick.get(d.session.id, 0.0)))
         return due
 
-    def _take_batch(self) -> list[tuple[_Due, TickRequest]]:
+    def _take_batch(self) -> list[tuple[_Due[StreamT], TickRequest]]:
         now = time.monotonic()
         due = self._due(now)
         size = self.batch_size
@@ -139,7 +163,7 @@ class TickScheduler:
                 continue
             await self._run_batch(batch)
 
-    async def _run_batch(self, batch: list[tuple[_Due, TickRequest]]) -> None:
+    async def _run_batch(self, batch: list[tuple[_Due[StreamT], TickRequest]]) -> None:
         self.batches += 1
         self._metrics.batch_size.observe(len(batch))
         began = time.monotonic()
@@ -157,7 +181,7 @@ class TickScheduler:
             session = due.session
             self._metrics.tick_latency.observe(finished - began)
             self._failures.pop(session.id, None)
-            if self._sessions.get(session.id) is not session:
+            if not self._still_open(session):
                 continue  # the client left while its audio was being decoded
             try:
                 messages = session.apply_result(request, hypothesis)
@@ -174,7 +198,7 @@ class TickScheduler:
                 )
             self._deliver(session, messages)
 
-    def _account(self, batch: list[tuple[_Due, TickRequest]], result: BatchResult, finished: float) -> None:
+    def _account(self, batch: list[tuple[_Due[StreamT], TickRequest]], result: BatchResult, finished: float) -> None:
         """The batch's cost into the row cost, the load and the metrics; how late each row came, into the load."""
         self._load.record(finished, result.seconds, self._waiting)
         for due, _ in batch:
@@ -189,7 +213,10 @@ class TickScheduler:
                 len(batch), result.seconds, self._tick_interval,
             )
 
-    async def _batch_failed(self, batch: list[tuple[Session, TickRequest]], exc: Exception) -> None:
+    def _still_open(self, session: StreamT) -> bool:
+        return self._sessions.get(session.id) is session
+
+    async def _batch_failed(self, batch: list[tuple[StreamT, TickRequest]], exc: Exception) -> None:
         self._metrics.worker_errors_total.labels(type(exc).__name__).inc()
         self._failed_batches_in_row += 1
         self._batch_limit = max(1, len(batch) // 2)

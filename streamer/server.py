@@ -41,7 +41,7 @@ from websockets.http11 import Request, Response
 
 from model.runtime import release_free_memory
 
-from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
+from .auth import AuthDecision, Authenticator, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
 from .http import STATIC_DIR, HttpRoutes, text_response
 from .journal import Journal, JournalWriter, transcript_response

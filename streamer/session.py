@@ -562,7 +562,7 @@ class Session:
         # sometimes stretches a word's end over speech that follows.
         end = min(last.end, last.start + MAX_WORD_SECONDS)
         cut = end if nxt is None else nxt.start if nxt.start <= end else (end + nxt.start) / 2
-        self._buffer.trim_to(int(round(cut * SAMPLE_RATE)))
+        self._buffer.trim_to(round(cut * SAMPLE_RATE))
         self._extend_prompt(in_buffer[: cut_after + 1])
         self._committed_in_buffer = in_buffer[cut_after + 1 :]
 

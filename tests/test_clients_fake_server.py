@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import msgpack
@@ -140,7 +141,7 @@ class FakeDaemon:
                 await self._fail(ws, session, 4409, f"{kind} after stop")
                 return
             if kind == "audio":
-                data = body["data"]
+                data = cast(bytes, body["data"])
                 if len(data) % (width * channels):
                     await self._fail(ws, session, 4415, "audio not a whole number of samples")
                     return

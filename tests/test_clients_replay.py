@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import shutil
 import subprocess
@@ -126,7 +127,7 @@ def test_cli_events_file_and_output(short_clip: Clip, tmp_path: Path) -> None:
     assert kinds[0] == "ready" and kinds[-1] == "end" and kinds.count("stable") == 2 and "partial" in kinds
     assert lines[0]["t"] < 0 and lines[0]["sent"] == 0  # ready comes before the first frame
     later = lines[1:]
-    assert all(a["t"] <= b["t"] and a["sent"] <= b["sent"] for a, b in zip(later, later[1:], strict=False))
+    assert all(a["t"] <= b["t"] and a["sent"] <= b["sent"] for a, b in itertools.pairwise(later))
     # At 4x, audio sent keeps pace with the clock: sent = 4 t + one frame (a frame goes once it is "recorded").
     for line in later[:-1]:
         assert line["sent"] == pytest.approx(4 * line["t"] + 0.05, abs=0.2), line

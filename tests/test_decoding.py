@@ -57,7 +57,7 @@ def test_options_are_validated():
         DecodingOptions(language="klingon")
     assert DecodingOptions(language="English").language == "en"
     assert DecodingOptions(suppress_tokens="-1,220").suppress_tokens == (-1, 220)
-    assert DecodingOptions(prompt=[1, 2]).prompt == (1, 2)
+    assert DecodingOptions(prompt=[1, 2]).prompt == (1, 2)  # type: ignore[arg-type]  # lists are accepted at run time
 
 
 # ---------------------------------------------------------------- timestamp rules
@@ -244,10 +244,21 @@ def test_batch_equals_rows_alone_and_beam_beats_greedy(tiny_en, short_mel, token
             assert b.text
 
 
+def count_decoder_passes(model, monkeypatch) -> list[int]:
+    """A list that grows by one per decoder pass of `model` (its `logits` calls)."""
+    passes: list[int] = []
+    logits = model.logits
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return logits(*args, **kwargs)
+
+    monkeypatch.setattr(model, "logits", counted)
+    return passes
+
+
 def test_a_draft_changes_no_token_and_saves_decoder_passes(tiny_en, short_mel, tokenizer, monkeypatch):
-    passes = []
-    logits = tiny_en.logits
-    monkeypatch.setattr(tiny_en, "logits", lambda *a, **k: passes.append(1) or logits(*a, **k))
+    passes = count_decoder_passes(tiny_en, monkeypatch)
 
     def run(features, drafts=None, prompts=None):
         passes.clear()
@@ -278,9 +289,7 @@ def test_a_draft_changes_no_token_and_saves_decoder_passes(tiny_en, short_mel, t
 
 
 def test_forced_tokens_begin_the_result_and_the_decode_goes_on_from_them(tiny_en, short_mel, tokenizer, monkeypatch):
-    passes = []
-    logits = tiny_en.logits
-    monkeypatch.setattr(tiny_en, "logits", lambda *a, **k: passes.append(1) or logits(*a, **k))
+    passes = count_decoder_passes(tiny_en, monkeypatch)
     begin = tokenizer.timestamp_begin
     with torch.inference_mode():
         features = tiny_en.embed_audio(short_mel)
@@ -323,7 +332,7 @@ def test_language_detection(base_model, shared_data):
     with torch.inference_mode():
         features = base_model.embed_audio(_mel(clips))
         tokens, probs = detect_language(base_model, features, tokenizer)
-    assert [max(p, key=p.get) for p in probs] == ["de", "es", "fr"]
+    assert [max(p, key=lambda code: p[code]) for p in probs] == ["de", "es", "fr"]
     assert tokens.tolist() == [tokenizer.to_language_token(c) for c in ("de", "es", "fr")]
     assert all(len(p) == base_model.num_languages and abs(sum(p.values()) - 1) < 1e-4 for p in probs)
     # decode() detects the language itself when none is given.

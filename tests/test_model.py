@@ -135,7 +135,7 @@ def test_conversion_round_trip(tmp_path):
 def test_int8_and_short_names():
     from model.weights import load_model, resolve
 
-    with pytest.raises(FileNotFoundError, match="tiny.en"):
+    with pytest.raises(FileNotFoundError, match=r"tiny\.en"):
         resolve("no-such-model")
     model = load_model("tiny.en", device="cpu", dtype="int8")
     full = load_model("tiny.en", device="cpu", dtype="float32")

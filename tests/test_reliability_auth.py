@@ -12,8 +12,8 @@ from websockets.http11 import Request
 from streamer.auth import (
     API_KEYS_ENV,
     ApiKey,
-    Authenticator,
     AuthConfigError,
+    Authenticator,
     Credentials,
     InsecureListenError,
     KeyStore,
@@ -65,15 +65,15 @@ def test_key_list_errors() -> None:
 def test_keys_file_and_environment(tmp_path) -> None:
     path = tmp_path / "keys.toml"
     path.write_text(
-        '[[key]]\nid = "web"\nsha256 = "%s"\norigins = ["https://captions.example"]\nmax_streams = 2\n'
-        '[[key]]\nid = "ops"\nsecret = "ops-secret"\n' % key_digest("web-secret")
+        '[[key]]\nid = "web"\nsha256 = "{}"\norigins = ["https://captions.example"]\nmax_streams = 2\n'
+        '[[key]]\nid = "ops"\nsecret = "ops-secret"\n'.format(key_digest("web-secret"))
     )
     store = load_key_store(str(path), {API_KEYS_ENV: "cli:cli-secret"})
     assert [k.key_id for k in store.keys] == ["web", "ops", "cli"]
     assert store.by_id("web").origins == ("https://captions.example",) and store.by_id("web").max_streams == 2
     assert store.verify("ops-secret").key_id == "ops"
     assert not load_key_store("", {}).enabled
-    path.write_text('[[key]]\nid = "x"\nsecret = "a"\nsha256 = "%s"\n' % key_digest("a"))
+    path.write_text('[[key]]\nid = "x"\nsecret = "a"\nsha256 = "{}"\n'.format(key_digest("a")))
     with pytest.raises(AuthConfigError, match="exactly one"):
         load_key_store(str(path), {})
     path.write_text('[[key]]\nid = "x"\nsecret = "a"\norigins = ["not an origin"]\n')

@@ -14,8 +14,8 @@ import base64
 import json
 import math
 import threading
-from dataclasses import dataclass
 import urllib.request
+from dataclasses import dataclass
 
 import msgpack
 import numpy as np
@@ -111,19 +111,19 @@ def hostile_message(draw: st.DrawFn, json_mode: bool) -> Frame:
         return msgpack.packb({"type": "audio", "data": data}) if not json_mode else data
     # a valid message, mutated: bytes flipped, cut or repeated
     valid = msgpack.packb({"type": draw(st.sampled_from(["flush", "audio", "start"])), "data": b"\x00\x01" * 8})
-    data = bytearray(valid)
+    mutated = bytearray(valid)
     for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(data) - 1))
+        position = draw(st.integers(0, len(mutated) - 1))
         operation = draw(st.sampled_from(["flip", "cut", "repeat"]))
         if operation == "flip":
-            data[position] ^= draw(st.integers(1, 255))
+            mutated[position] ^= draw(st.integers(1, 255))
         elif operation == "cut":
-            del data[position:]
-            if not data:
-                data = bytearray(b"\x80")
+            del mutated[position:]
+            if not mutated:
+                mutated = bytearray(b"\x80")
         else:
-            data[position:position] = data[position : position + draw(st.integers(1, 8))]
-    return bytes(data) if not json_mode or draw(st.booleans()) else bytes(data).decode("latin-1")
+            mutated[position:position] = mutated[position : position + draw(st.integers(1, 8))]
+    return bytes(mutated) if not json_mode or draw(st.booleans()) else bytes(mutated).decode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class Tally:
     def __init__(self) -> None:
         self.sent = 0  # frames written to the socket
         self.processed = 0  # of those, frames the daemon had to handle (see Script.processed)
-        self.close_codes: dict[int, int] = {}
+        self.close_codes: dict[int | None, int] = {}
 
 
 async def run_script(url: str, script: Script, tally: Tally) -> None:
@@ -225,9 +225,10 @@ def test_fuzzed_connections_leave_the_daemon_and_a_good_session_intact(daemon: D
         f"fuzz: {tally.sent} messages sent, {tally.processed} handled, over {CONNECTIONS} connections; "
         f"close codes {sorted(tally.close_codes.items())}"
     )
-    if "error" in good:
-        raise good["error"]
+    if isinstance(failed := good.get("error"), BaseException):
+        raise failed
     transcript = good["transcript"]
+    assert isinstance(transcript, Transcript)
     check_well_formed(transcript)
     wer = word_error_rate([clip.text], [transcript.text])
     assert wer <= 0.15, f"well-behaved session WER {wer:.2%}: {transcript.text!r}"

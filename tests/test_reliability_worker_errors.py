@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 class FlakyWorker(ModelWorker):
     """The real worker, but batches number 2 and 3 fail as a CUDA out-of-memory would."""
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.submitted = 0
 
@@ -47,7 +48,7 @@ def test_failed_batches_are_retried_without_losing_text(tmp_path, shared_data: l
     audio = load_audio(clip.path)
     config = config_from_mapping({"server": {"port": 0}, "model": {"model": "tiny.en", "device": "cpu"}, "journal": {"directory": str(tmp_path)}})
 
-    async def scenario() -> tuple[str, int, float]:
+    async def scenario() -> tuple[str, int | None, float]:
         worker = FlakyWorker(config.model, config.stream)
         worker.start()
         server = StreamerServer(config, worker)

@@ -59,7 +59,7 @@ def test_bad_values_fail_clearly(tmp_path: Path, text: str, message: str) -> Non
 
 
 def test_bad_flag_values_fail_like_file_values() -> None:
-    with pytest.raises(ConfigError, match="model.device"):
+    with pytest.raises(ConfigError, match=r"model\.device"):
         load_config(None, ["--device", "tpu"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(Path("/nonexistent/config.toml"))

@@ -26,7 +26,7 @@ from streamer.protocol import (
 )
 
 
-def packed(body: dict) -> bytes:
+def packed(body: object) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 

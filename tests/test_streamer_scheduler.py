@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
-from streamer.protocol import Start
+from streamer.protocol import ServerMessage, Start
 from streamer.scheduler import TickScheduler
 from streamer.session import ModelInfo, Session
 from streamer.tick import Hypothesis, TickKind, TickRequest
@@ -32,7 +33,7 @@ class SlowWorker:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    def submit(self, requests: list[TickRequest]) -> Future[BatchResult]:
+    def submit(self, requests: Sequence[TickRequest]) -> Future[BatchResult]:
         future: Future[BatchResult] = Future()
         self.batches.append(list(requests))
         self.in_flight += 1
@@ -106,8 +107,11 @@ class ScriptedSession:
         self.due_tick = None
         return TickRequest(self.id, len(self.taken), np.zeros(1600, np.float32), 0.0, "", "en", "transcribe", final, None, 0)
 
-    def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list:
+    def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]:
         return []
+
+    def abandon_request(self, request: TickRequest) -> None:
+        self.due_tick = TickKind.FINAL if request.final else TickKind.PARTIAL
 
 
 class CostWorker:
@@ -117,7 +121,7 @@ class CostWorker:
         self.fixed, self.per_row = fixed, per_row
         self.batches: list[list[str]] = []
 
-    def submit(self, requests: list[TickRequest]) -> Future[BatchResult]:
+    def submit(self, requests: Sequence[TickRequest]) -> Future[BatchResult]:
         self.batches.append([r.session_id for r in requests])
         future: Future[BatchResult] = Future()
         silent = Hypothesis((), "en", 1.0, -0.2, 0.01, 1.0)

@@ -8,6 +8,7 @@ commits, trimming and numbering without a model (the real model is in test_strea
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_stable_text_is_the_script_once_in_order_and_ends_the_stream(mixed) -> N
     assert [s.id for s in stables] == list(range(len(stables)))
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
     assert all(not w.word.endswith("-") for s in stables for w in s.words)  # misheard edges never commit
-    assert all(a.end <= b.start for a, b in zip(stables, stables[1:]))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(stables))
     assert isinstance(messages[-1], End) and messages[-1].last_stable_id == stables[-1].id
     assert len(requests) > 10  # it streamed, rather than decoding once at the end
     assert max(len(r.audio) for r in requests) <= 30 * SAMPLE_RATE
@@ -393,7 +394,7 @@ def test_a_final_decode_that_stops_early_is_decoded_again(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 1)
     last_end = script[-1].end
-    early = []
+    early: list[TickRequest] = []
 
     def stops_early(request: TickRequest) -> Hypothesis:
         hypothesis = hear(script, request)
@@ -509,7 +510,7 @@ def test_a_decode_is_drafted_from_the_last_one_of_the_same_window_start(mixed) -
 
     drive(new_session(), audio, respond)
     drafted = 0
-    for (before, answer), (request, _) in zip(answered, answered[1:]):
+    for (before, answer), (request, _) in itertools.pairwise(answered):
         same = (before.window_start, before.prompt) == (request.window_start, request.prompt)
         assert request.draft == (answer.tokens if same else ())
         drafted += same
@@ -538,7 +539,7 @@ def test_no_speech_results_emit_nothing(mixed) -> None:
 
 
 def test_unsure_fillers_alone_are_noise(mixed) -> None:
-    clip, audio = mixed
+    _clip, audio = mixed
     fillers = (Word(" Mm", 0.2, 0.9, 0.23), Word("-hmm.", 0.9, 1.0, 0.64))
     produced, requests = drive(new_session(), audio[: 4 * SAMPLE_RATE], lambda r: replace(hear([], r), words=fillers))
     assert requests and not [m for _, m in produced if isinstance(m, (Stable, Partial)) and m.text]
@@ -578,7 +579,7 @@ def test_words_made_up_after_the_speech_are_never_committed(mixed) -> None:
         made_up = tuple(Word(text, end, end, 0.8) for text in (" Thank", " you", " for", " watching."))
         return replace(hypothesis, words=hypothesis.words + made_up)
 
-    produced, requests = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], repeats)
+    produced, _requests = drive(new_session(), audio[: int((clip.segments[0].end_s + 1.0) * SAMPLE_RATE)], repeats)
     stable = "".join(m.text for _, m in produced if isinstance(m, Stable))
     assert stable.split() == [w.text.strip() for w in script]
     assert not [m for _, m in produced if isinstance(m, Partial) and "watching" in m.text]

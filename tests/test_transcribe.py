@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_long_form_with_word_timestamps(tiny_en, shared_data):
     assert word_error_rate([reference], [transcript.text]) < 0.06
     segments = transcript.segments
     assert len(segments) >= 5 and [s.id for s in segments] == list(range(len(segments)))
-    for previous, segment in zip(segments, segments[1:]):
+    for previous, segment in itertools.pairwise(segments):
         assert previous.end <= segment.start  # ordered, no overlap
     for segment in segments:
         assert 0 <= segment.start <= segment.end <= cut + 0.01
@@ -114,7 +115,7 @@ def test_long_form_with_word_timestamps(tiny_en, shared_data):
             assert segment.start - 0.01 <= word.start <= word.end <= segment.end + 0.01
             assert 0 <= word.probability <= 1
     words = [w for s in segments for w in s.words]
-    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
     # Words lie on the utterances, not in the 0.8 s gaps between them.
     for word in words:
         middle = (word.start + word.end) / 2
