@@ -500,7 +500,7 @@ class StreamerServer:
                 return None
             handover = plan_handover(stored, start, request.last_stable_id)
             session = Session(stored.session_id, stored.start, self._config, model)
-            resume_at = session.continue_at(stored.committed_seconds, stored.next_stable_id, stored.context, handover.language)
+            resume_at = session.continue_at(handover.resume_seconds, stored.next_stable_id, handover.prompt, handover.language, handover.context)
             journal = self.journal.open(session.id, key_id)
         except BaseException:
             self._release_key(key_id)
@@ -510,8 +510,8 @@ class StreamerServer:
             stream.history.record(stable)
         self.metrics.resumed_total.inc()
         log.info(
-            "session %s moved here at %.1f s of committed audio (%d stable segment(s)); replaying %d after %d",
-            session.id, resume_at, stored.next_stable_id, len(handover.replay), request.last_stable_id,
+            "session %s moved here: %d stable segment(s), audio from %.1f s (%d committed word(s) as context); replaying %d after %d",
+            session.id, stored.next_stable_id, resume_at, len(handover.context), len(handover.replay), request.last_stable_id,
         )
         outbox.send(Ready(session.id, session.model_name, stored.start.sample_rate, resumed=True, audio_seconds=resume_at))
         for stable in handover.replay:

@@ -134,10 +134,11 @@ class Session:
         self._announce_end = True
         self.ended = False
 
-    def continue_at(self, seconds: float, next_stable_id: int, prompt: str, language: str | None) -> float:
-        """Goes on with a stream committed elsewhere up to `seconds` (stream time): ids after
-        those segments, their text as the prompt. Returns where the client resends audio from
-        (rounded down to a VAD frame, so the timeline stays on the same grid)."""
+    def continue_at(self, seconds: float, next_stable_id: int, prompt: str, language: str | None, context: Sequence[Word] = ()) -> float:
+        """Goes on with a stream committed elsewhere: audio from `seconds` (stream time) on, ids
+        after its segments, their text as the prompt, and `context`, the committed words in
+        that audio, as the next decode's known text. Returns where the client resends audio
+        from (rounded down to a VAD frame, so the timeline stays on the same grid)."""
         frames = int(seconds * SAMPLE_RATE) // FRAME_SAMPLES
         sample = frames * FRAME_SAMPLES
         self._buffer.skip_to(sample)
@@ -146,6 +147,7 @@ class Session:
         self._decoder.input_samples = round(sample * self._start.sample_rate / SAMPLE_RATE)
         self._next_stable_id = next_stable_id
         self._prompt = prompt
+        self._committed_in_buffer = list(context)
         if language is not None and self.language is None:
             self.language, self._fixed_language = language, True
         return sample / SAMPLE_RATE
