@@ -16,9 +16,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -54,8 +56,7 @@ def http_status(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
-def wait_until(check: object, timeout: float, what: str) -> None:
-    assert callable(check)
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -64,21 +65,19 @@ def wait_until(check: object, timeout: float, what: str) -> None:
 
 
 def render_nginx(template: str, listen_port: int, upstream_ports: list[int]) -> str:
-    """deploy/nginx.conf for this machine: the same file, its upstream servers and port replaced."""
-    lines = iter(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstream_ports)
-    first = True
+    """deploy/nginx.conf for this machine: the same file, its upstream addresses and port replaced
+    (each server line keeps the parameters the file gives the first one)."""
+    found: list[str] = []
 
     def upstream(match: re.Match[str]) -> str:
-        nonlocal first
-        indent = match.group(1)
-        if first:
-            first = False
-            return "\n".join(indent + line for line in lines)
-        return ""
+        if found:
+            return ""
+        found.append(match.group(2) or "")
+        return "\n".join(f"{match.group(1)}server 127.0.0.1:{port}{found[0]};" for port in upstream_ports)
 
     rendered = UPSTREAM_SERVER.sub(upstream, template)
     rendered, count = LISTEN.subn(rf"\g<1>listen 127.0.0.1:{listen_port};", rendered)
-    if first or count != 1:
+    if not found or count != 1:
         raise ValueError("deploy/nginx.conf: expected upstream `server host:port` lines and one `listen PORT;`")
     return rendered
 
@@ -175,7 +174,7 @@ class Cluster:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         redis_server, nginx = require("redis-server", "redis-server"), require("nginx", "nginx")
         try:
             self._start_redis(redis_server)

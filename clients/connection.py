@@ -197,6 +197,7 @@ class Resumed:
     """One move of the stream to a new connection (maybe another replica)."""
 
     close_code: int  # why the last connection ended
+    lost_at: float  # time.monotonic() when it ended
     attempts: int  # connections tried until one took the stream back
     seconds: float  # from losing the connection to the new `ready`
     replayed_seconds: float  # audio sent again (the server did not hold it)
@@ -309,7 +310,7 @@ class ResumingStream:
             except OPEN_FAILURES:
                 continue
             replay = self._kept.since(connection.ready.audio_seconds)
-            resumed = Resumed(closed.code, attempts, time.monotonic() - lost_at, len(replay) / self.start.bytes_per_frame / self.start.sample_rate)
+            resumed = Resumed(closed.code, lost_at, attempts, time.monotonic() - lost_at, len(replay) / self.start.bytes_per_frame / self.start.sample_rate)
             self.resumes.append(resumed)
             self._on_resume(resumed)
             return connection, replay
