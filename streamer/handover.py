@@ -28,6 +28,7 @@ class Handover:
     resume_seconds: float  # stream time from which the client sends the audio again
     context: tuple[Word, ...]  # committed words in that audio (decoded as known text, never re-sent)
     prompt: str  # committed text before them
+    pending: tuple[Word, ...] = ()  # the previous owner's last partial, after the committed words
 
 
 def plan_handover(stored: StoredSession, start: Start, last_stable_id: int) -> Handover:
@@ -41,7 +42,8 @@ def plan_handover(stored: StoredSession, start: Start, last_stable_id: int) -> H
         )
     replay = stored.segments[last_stable_id + 1 :]
     if not stored.segments:
-        return Handover(replay, None, stored.committed_seconds, (), stored.context)
+        pending = tuple(Word(w.word, w.start, w.end, w.probability) for w in stored.pending)
+        return Handover(replay, None, stored.committed_seconds, (), stored.context, pending)
     last = stored.segments[-1]
     cut = max(last.start, last.end - CONTEXT_REPLAY_S)
     kept = [w for w in last.words if w.start >= cut]
@@ -51,4 +53,5 @@ def plan_handover(stored: StoredSession, start: Start, last_stable_id: int) -> H
     text = "".join(w.text for w in context)
     prompt = stored.context[: len(stored.context) - len(text)] if text and stored.context.endswith(text) else stored.context
     resume = max(0.0, context[0].start - ONSET_MARGIN_S) if context else stored.committed_seconds
-    return Handover(replay, last.language, resume, context, prompt)
+    pending = tuple(Word(w.word, w.start, w.end, w.probability) for w in stored.pending if w.start >= last.end)
+    return Handover(replay, last.language, resume, context, prompt, pending)

@@ -18,13 +18,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from .protocol import Stable, Start
+from .protocol import Stable, Start, WordTiming
 from .store import (
     KEY_PREFIX,
     NO_KEY,
@@ -34,6 +34,8 @@ from .store import (
     stable_to_json,
     start_from_dict,
     start_to_dict,
+    words_from_json,
+    words_to_json,
 )
 
 log = logging.getLogger("streamer.store")
@@ -50,12 +52,18 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return 1
 """
 
-# KEYS: hash, list. ARGV: new owner, key id. Returns false, or {start, context, committed, segments...}.
+# KEYS: hash. ARGV: owner, words JSON. Only the owner's partial counts.
+PARTIAL = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('HSET', KEYS[1], 'partial', ARGV[2]) end
+return 1
+"""
+
+# KEYS: hash, list. ARGV: new owner, key id. Returns false, or {start, context, committed, partial, segments...}.
 CLAIM = """
-local s = redis.call('HMGET', KEYS[1], 'key_id', 'start', 'context', 'committed_seconds', 'ended')
+local s = redis.call('HMGET', KEYS[1], 'key_id', 'start', 'context', 'committed_seconds', 'ended', 'partial')
 if not s[2] or s[1] ~= ARGV[2] or s[5] == '1' then return false end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-local out = {s[2], s[3] or '', s[4] or '0'}
+local out = {s[2], s[3] or '', s[4] or '0', s[6] or '[]'}
 for _, seg in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, seg) end
 return out
 """
@@ -75,6 +83,7 @@ class RedisStore:
         self.replica = replica or replica_name()
         self._append = self._redis.register_script(APPEND)
         self._claim = self._redis.register_script(CLAIM)
+        self._partial = self._redis.register_script(PARTIAL)
         self._tails: dict[str, asyncio.Task[bool]] = {}  # each session's last pending write
 
     @staticmethod
@@ -127,6 +136,18 @@ class RedisStore:
             log.warning("session %s: taken over by another replica; segment %d not stored", session_id, stable_id)
         return bool(result == 1)
 
+    def note_partial(self, session_id: str, words: Sequence[WordTiming]) -> None:
+        self._chain(session_id, lambda previous: self._write_partial(previous, session_id, words_to_json(words)))
+
+    async def _write_partial(self, previous: asyncio.Task[bool] | None, session_id: str, words: str) -> bool:
+        try:
+            if previous is not None and not await previous:
+                return False
+            await self._partial(keys=self._keys(session_id)[:1], args=[self.replica, words])
+        except (RedisError, OSError, StoreError) as exc:
+            log.debug("session %s: partial not stored: %s", session_id, exc)  # only a hint for a hand-over
+        return True
+
     def end(self, session_id: str) -> None:
         self._chain(session_id, lambda previous: self._mark_ended(previous, session_id))
 
@@ -147,9 +168,9 @@ class RedisStore:
             raise StoreError(f"store: cannot claim session {session_id}: {exc}") from exc
         if not found:
             return None
-        start, context, committed, *segments = found
+        start, context, committed, partial, *segments = found
         stables = tuple(stable_from_json(s) for s in segments)
-        return StoredSession(session_id, key_id, start_from_dict(json.loads(start)), stables, context, float(committed))
+        return StoredSession(session_id, key_id, start_from_dict(json.loads(start)), stables, context, float(committed), words_from_json(partial))
 
     async def flush(self) -> None:
         await asyncio.gather(*list(self._tails.values()), return_exceptions=True)

@@ -55,6 +55,7 @@ from .protocol import (
     ErrorMessage,
     Flush,
     LanguageDetected,
+    Partial,
     ProtocolError,
     Ready,
     ServerMessage,
@@ -66,7 +67,7 @@ from .protocol import (
 from .resume import DetachedSessions, ResumeRequest, StableHistory, parse_resume
 from .scheduler import TickScheduler
 from .session import ModelInfo, Session
-from .store import SessionStore, committed_text, make_store
+from .store import SessionStore, StoredSession, committed_text, make_store
 from .worker import ModelWorker
 
 log = logging.getLogger("streamer.server")
@@ -439,10 +440,9 @@ class StreamerServer:
             raise ProtocolError(CloseCode.GOING_AWAY, "server shutting down")
         if start.resume is not None:
             request = parse_resume(start.resume)
-            if self.store.shared and request.session_id not in self.streams:
-                adopted = await self._adopt_stream(outbox, start, key_id, request, model)
-                if adopted is not None:
-                    return adopted
+            stored = await self._claim(request, key_id) if self.store.shared else None
+            if stored is not None:
+                return self._adopt_stream(outbox, start, key_id, request, model, stored)
             return self._resume_stream(outbox, start, key_id, now)
         self._admit(key_id, now)
         try:
@@ -489,18 +489,34 @@ class StreamerServer:
         self.streams[session.id] = stream
         return stream
 
-    async def _adopt_stream(self, outbox: Outbox, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo) -> Stream | None:
-        """Continues here a stream another replica committed to the shared store (None: not there)."""
+    async def _claim(self, request: ResumeRequest, key_id: str | None) -> StoredSession | None:
+        """The stored stream to continue here; None when there is none, or when this replica's
+        own copy is current (the resume is then local: it holds all the audio)."""
+        local = self.streams.get(request.session_id)
+        if local is not None:
+            await self.store.flush()  # its pending segments count
+        stored = await self.store.claim(request.session_id, key_id)
+        if stored is None or local is None or stored.next_stable_id == len(local.history.segments):
+            return stored if local is None else None
+        # The stream went on elsewhere meanwhile (its copy here was parked): that copy is stale.
+        log.info("session %s: continued on another replica meanwhile; dropping the copy here", request.session_id)
+        self._detached.discard(request.session_id)
+        if local.outbox is not None:
+            outbox, local.outbox = local.outbox, None
+            outbox.fail(CloseCode.OUT_OF_ORDER, "session resumed by another connection")
+        self._remove(local, "stale copy")
+        return stored
+
+    def _adopt_stream(self, outbox: Outbox, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo, stored: StoredSession) -> Stream:
+        """Continues here a stream claimed from the shared store (committed by another replica)."""
         now = time.monotonic()
         self._admit(key_id, now)
         try:
-            stored = await self.store.claim(request.session_id, key_id)
-            if stored is None:
-                self._release_key(key_id)
-                return None
             handover = plan_handover(stored, start, request.last_stable_id)
             session = Session(stored.session_id, stored.start, self._config, model)
-            resume_at = session.continue_at(handover.resume_seconds, stored.next_stable_id, handover.prompt, handover.language, handover.context)
+            resume_at = session.continue_at(
+                handover.resume_seconds, stored.next_stable_id, handover.prompt, handover.language, handover.context, handover.pending
+            )
             journal = self.journal.open(session.id, key_id)
         except BaseException:
             self._release_key(key_id)
@@ -599,6 +615,8 @@ class StreamerServer:
                 stream.history.record(message)
                 self.metrics.stable_segments_total.inc()
                 stored = self._store_stable(stream, message)
+            elif isinstance(message, Partial):
+                self.store.note_partial(stream.session.id, message.words)
             elif isinstance(message, LanguageDetected):
                 log.info("session %s: language %s (p=%.2f)", stream.session.id, message.language, message.probability)
             if isinstance(message, End):
@@ -618,7 +636,7 @@ class StreamerServer:
     def _check_stored(self, stream: Stream, write: asyncio.Future[bool]) -> None:
         """A segment the store refused: the stream moved to another replica, or the store failed."""
         error = None if write.cancelled() else write.exception()
-        if error is None and (write.cancelled() or write.result()):
+        if (error is None and (write.cancelled() or write.result())) or self.streams.get(stream.session.id) is not stream:
             return
         why, code = (f"store failed: {error}", CloseCode.INTERNAL_ERROR) if error else ("session resumed on another replica", CloseCode.OUT_OF_ORDER)
         log.warning("session %s: %s; ending it here", stream.session.id, why)

@@ -134,11 +134,15 @@ class Session:
         self._announce_end = True
         self.ended = False
 
-    def continue_at(self, seconds: float, next_stable_id: int, prompt: str, language: str | None, context: Sequence[Word] = ()) -> float:
+    def continue_at(
+        self, seconds: float, next_stable_id: int, prompt: str, language: str | None, context: Sequence[Word] = (), pending: Sequence[Word] = ()
+    ) -> float:
         """Goes on with a stream committed elsewhere: audio from `seconds` (stream time) on, ids
-        after its segments, their text as the prompt, and `context`, the committed words in
-        that audio, as the next decode's known text. Returns where the client resends audio
-        from (rounded down to a VAD frame, so the timeline stays on the same grid)."""
+        after its segments, their text as the prompt, `context`, the committed words in that
+        audio, as the next decode's known text, and `pending`, the last hypothesis heard there,
+        as the commit policy's previous one (the first decode here that agrees commits, as the
+        next decode there would have). Returns where the client resends audio from (rounded
+        down to a VAD frame, so the timeline stays on the same grid)."""
         frames = int(seconds * SAMPLE_RATE) // FRAME_SAMPLES
         sample = frames * FRAME_SAMPLES
         self._buffer.skip_to(sample)
@@ -148,6 +152,8 @@ class Session:
         self._next_stable_id = next_stable_id
         self._prompt = prompt
         self._committed_in_buffer = list(context)
+        if pending:
+            self._policy.decide(list(pending), final=False)
         if language is not None and self.language is None:
             self.language, self._fixed_language = language, True
         return sample / SAMPLE_RATE

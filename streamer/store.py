@@ -45,6 +45,7 @@ class StoredSession:
     segments: tuple[Stable, ...]
     context: str  # committed text, the decoder's prompt when it goes on
     committed_seconds: float  # stream time (s) up to which the audio is committed
+    pending: tuple[WordTiming, ...] = ()  # the last partial: what the owner heard after the committed words
 
     @property
     def next_stable_id(self) -> int:
@@ -72,6 +73,11 @@ class SessionStore(Protocol):
     def append(self, session_id: str, stable: Stable, context: str) -> asyncio.Future[bool] | None:
         """Stores one segment after the previous ones; the awaitable says whether this replica
         still owned the stream (None: stored already)."""
+        ...
+
+    def note_partial(self, session_id: str, words: Sequence[WordTiming]) -> None:
+        """The stream's latest uncommitted words: a replica continuing it agrees with them (the
+        commit policy's previous hypothesis), so its first decode can commit (no I/O awaited)."""
         ...
 
     def end(self, session_id: str) -> None:
@@ -103,6 +109,9 @@ class LocalStore:
     def append(self, session_id: str, stable: Stable, context: str) -> asyncio.Future[bool] | None:
         return None
 
+    def note_partial(self, session_id: str, words: Sequence[WordTiming]) -> None:
+        return None
+
     def end(self, session_id: str) -> None:
         return None
 
@@ -130,6 +139,14 @@ def stable_to_json(stable: Stable) -> str:
     body = server_message_to_dict(stable)
     del body["type"]
     return json.dumps(body, ensure_ascii=False, allow_nan=False)
+
+
+def words_to_json(words: Sequence[WordTiming]) -> str:
+    return json.dumps([[w.word, round(w.start, 3), round(w.end, 3), round(w.probability, 4)] for w in words], ensure_ascii=False)
+
+
+def words_from_json(data: str) -> tuple[WordTiming, ...]:
+    return tuple(WordTiming(str(w), float(s), float(e), float(p)) for w, s, e, p in json.loads(data or "[]"))
 
 
 def stable_from_json(data: str | bytes) -> Stable:

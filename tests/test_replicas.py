@@ -56,8 +56,11 @@ def _segment(i: int, start: float, words: list[str]) -> ServerStable:
 
 def test_handover_replays_what_the_client_lacks_and_hears_the_last_words_again() -> None:
     segments = (_segment(0, 0.0, ["one", "two", "three"]), _segment(1, 2.0, ["four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]))
-    stored = StoredSession("s" * 12, None, Start(), segments, committed_text(segments, 200), segments[-1].end)
+    heard_after = (WordTiming(" eleven", 5.5, 5.9, 0.9), WordTiming(" twelve", 6.1, 6.4, 0.8))  # the owner's last partial
+    stored = StoredSession("s" * 12, None, Start(), segments, committed_text(segments, 200), segments[-1].end, heard_after)
     plan = plan_handover(stored, Start(), last_stable_id=0)
+    # The commit policy agrees with what the old owner heard after the committed words only.
+    assert [w.text for w in plan.pending] == [" twelve"]
     assert [s.id for s in plan.replay] == [1]
     # The last segment's words of its final CONTEXT_REPLAY_S s are heard again as known text...
     assert plan.context and all(w.start >= segments[-1].end - CONTEXT_REPLAY_S for w in plan.context)
@@ -123,13 +126,19 @@ def test_redis_store_moves_ownership_atomically(redis_url: str) -> None:
         session = "handover-test-1"
         await first.open(session, "key", Start())
         assert await first.append(session, _segment(0, 0.0, ["hello"]), " hello")  # type: ignore[misc]
+        first.note_partial(session, (WordTiming(" wor", 0.5, 0.8, 0.5),))
+        await first.flush()
         assert await second.claim(session, "other-key") is None  # another key's session: unknown
         claimed = await second.claim(session, "key")
         assert claimed is not None and [s.text for s in claimed.segments] == [" hello"] and claimed.context == " hello"
+        assert claimed.pending == (WordTiming(" wor", 0.5, 0.8, 0.5),) and claimed.committed_seconds == 0.4
+        first.note_partial(session, (WordTiming(" stale", 0.5, 0.8, 0.5),))  # not the owner: ignored
         # The old owner, still decoding its parked copy, may not write one more segment...
         assert not await first.append(session, _segment(1, 1.0, ["stale"]), " hello stale")  # type: ignore[misc]
         # ...while the new one goes on after the stored ones.
         assert await second.append(session, _segment(1, 1.0, ["world"]), " hello world")  # type: ignore[misc]
+        await first.flush()
+        assert (await second.claim(session, "key")).pending == claimed.pending  # type: ignore[union-attr]
         second.end(session)
         await second.flush()
         assert await first.claim(session, "key") is None  # ended: not resumable
