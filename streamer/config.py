@@ -44,6 +44,9 @@ class ServerConfig:
     tls_cert: str = ""  # PEM certificate (chain): serve wss:// and https://
     tls_key: str = ""  # PEM private key; empty: inside tls_cert
     log_level: str = "info"  # debug | info | warning | error
+    # SIGTERM with a shared store: finalise open streams before they move (true; cuts the utterance
+    # where the speaker is) or hand them over mid-utterance (false; the client resends the rest)
+    drain_finalize: bool = False
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")

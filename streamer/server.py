@@ -271,12 +271,19 @@ class StreamerServer:
         self._shutting_down = True
         log.info("shutting down: no new connections; finalising %d stream(s)", len(self.streams))
         self._server.server.close()  # 1. stop accepting
-        for stream in list(self.streams.values()):  # 2. finalise, parked streams too
-            self._deliver(stream, stream.session.finalize())
+        # 2. finalise, parked streams too; with a shared store and server.drain_finalize off, an
+        # attached stream is handed over at once instead: what is committed is stored (flush
+        # below), the client resends the rest to the next replica, which goes on mid-utterance
+        # (docs/deploy.md). A decode still in flight here lands in the store only while this
+        # replica owns the stream, so it is either replayed there or refused, never twice.
+        handover = self.store.shared and not self._config.server.drain_finalize
+        for stream in list(self.streams.values()):
+            if not (handover and stream.outbox is not None):
+                self._deliver(stream, stream.session.finalize())
         assert self._scheduler is not None
         self._scheduler.wake()
         try:
-            await asyncio.wait_for(self._all_finalised(), self._config.server.shutdown_timeout)
+            await asyncio.wait_for(self._all_finalised(handover), self._config.server.shutdown_timeout)
         except TimeoutError:
             log.warning("shutdown: streams not finalised after %.1f s; closing anyway", self._config.server.shutdown_timeout)
         await self.store.flush()
@@ -298,8 +305,11 @@ class StreamerServer:
         await self.store.close()
         log.info("shut down")
 
-    async def _all_finalised(self) -> None:
-        while any(not s.session.ended for s in self.streams.values()):
+    async def _all_finalised(self, handover: bool = False) -> None:
+        def settled(s: Stream) -> bool:
+            return s.session.ended or (handover and s.outbox is not None)
+
+        while not all(settled(s) for s in self.streams.values()):
             await asyncio.sleep(0.05)
 
     async def _housekeeping(self) -> None:
