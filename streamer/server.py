@@ -8,8 +8,10 @@ other stream goes on.
 
 A `Stream` outlives its connection: when a connection drops without `stop`, the stream is parked
 (`resume.DetachedSessions`) for `stream.resume_window` seconds, still decoding and journaling
-what it had; a `start` with `resume` takes it back. Every `stable` is journaled (fsync'd) before
-it is sent.
+what it had; a `start` with `resume` takes it back. Every `stable` is journaled (fsync'd), and
+stored in the session store (`store`), before it is sent. With a shared store a resume may
+reach a replica that does not hold the stream: it claims it from the store and continues it
+(`handover`, `_adopt_stream`).
 
 Admission, in order, before any audio reaches a session: key/token and origin (4401/4403, decided
 on the handshake, answered on the first frame), the daemon's stream limit and worker load (4429),
@@ -18,8 +20,10 @@ the key's stream limit (4429). Audio faster than `server.max_audio_rate` × real
 Shutdown order (`shutdown`, on SIGTERM/SIGINT):
   1. stop accepting connections (the listening socket closes; open ones stay);
   2. finalise every stream, parked ones included: pending audio is decoded and committed, its
-     `stable` messages journaled and sent (bounded by `server.shutdown_timeout`);
-  3. close every connection with 1001;
+     `stable` messages journaled and sent (bounded by `server.shutdown_timeout`); with a shared
+     store (`[store] backend = "redis"`) and `server.drain_finalize` off, an attached stream is
+     handed over as it is instead (docs/deploy.md);
+  3. close every connection with 1001 (with a shared store 4503: resume on another replica);
   4. stop the scheduler and housekeeping, then the worker thread; close the journals.
 """
 
@@ -287,14 +291,7 @@ class StreamerServer:
         except TimeoutError:
             log.warning("shutdown: streams not finalised after %.1f s; closing anyway", self._config.server.shutdown_timeout)
         await self.store.flush()
-        # 3. close: 1001, or with a shared store 4503 (the client resumes on another replica)
-        code, reason = (CloseCode.MOVED, "replica draining: resume elsewhere") if self.store.shared else (CloseCode.GOING_AWAY, "server shutting down")
-        writers = [s.outbox.task for s in self.streams.values() if s.outbox is not None]
-        for stream in list(self.streams.values()):
-            if stream.outbox is not None:
-                stream.outbox.close(code, reason)
-        await asyncio.wait(writers, timeout=self._config.server.shutdown_timeout) if writers else None
-        self._server.close(close_connections=True, code=code, reason=reason)
+        await self._close_all()  # 3.
         await self._server.wait_closed()
         for task in self._tasks:  # 4. scheduler and housekeeping, then worker, then journals
             task.cancel()
@@ -304,6 +301,19 @@ class StreamerServer:
             self._remove(stream, "shutdown")
         await self.store.close()
         log.info("shut down")
+
+    async def _close_all(self) -> None:
+        """Closes every connection: 1001, or with a shared store 4503 (resume on another replica),
+        once each connection's writer has sent what was queued before."""
+        assert self._server is not None
+        code, reason = (CloseCode.MOVED, "replica draining: resume elsewhere") if self.store.shared else (CloseCode.GOING_AWAY, "server shutting down")
+        writers = [s.outbox.task for s in self.streams.values() if s.outbox is not None]
+        for stream in self.streams.values():
+            if stream.outbox is not None:
+                stream.outbox.close(code, reason)
+        if writers:
+            await asyncio.wait(writers, timeout=self._config.server.shutdown_timeout)
+        self._server.close(close_connections=True, code=code, reason=reason)
 
     async def _all_finalised(self, handover: bool = False) -> None:
         def settled(s: Stream) -> bool:

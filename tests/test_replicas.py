@@ -235,3 +235,17 @@ def test_sigterm_drains_the_replica_and_the_stream_moves(cluster: Cluster, share
 def test_missing_programs_are_named(tmp_path: Path) -> None:
     with pytest.raises(MissingProgram, match="apt-get install no-such-package"):
         require("no-such-program-here", "no-such-package")
+
+
+def test_an_unreachable_redis_stops_the_daemon_at_start_with_exit_2() -> None:
+    import sys
+
+    from benchmarks.cluster import ROOT
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer", "--port", "0", "--store.backend", "redis", "--store.url", dead],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr
+    assert "listening on" not in result.stdout  # it never accepted a connection
