@@ -249,3 +249,41 @@ def test_an_unreachable_redis_stops_the_daemon_at_start_with_exit_2() -> None:
     )
     assert result.returncode == 2 and "cannot reach Redis" in result.stderr
     assert "listening on" not in result.stdout  # it never accepted a connection
+
+
+def _stored_sessions(cluster: Cluster) -> list[list[str]]:
+    import json
+
+    from redis import Redis
+
+    with Redis.from_url(cluster.redis_url, decode_responses=True) as redis:
+        keys = list(redis.scan_iter("whisper-streamer:segments:*"))
+        return [[json.loads(s)["text"] for s in redis.lrange(key, 0, -1)] for key in keys]  # type: ignore[union-attr]
+
+
+def test_the_browser_page_resumes_on_the_other_replica(cluster: Cluster, shared_data: list[Clip], tmp_path: Path) -> None:
+    """The caption page, served and streamed through nginx: kill -9 of its replica mid-clip; the
+    page reconnects, resumes on the other replica, resends the audio it kept, and shows exactly
+    the segments the store committed for its session."""
+    from tests.test_browser import chromium, page, settled_text
+
+    clip = clip_by_id(shared_data, CLIP)
+
+    async def scenario(address: str) -> tuple[Replica, str, list[str]]:
+        async with page(address) as tab:
+            began = time.monotonic()
+            while not await tab.evaluate("window.captionPage.segments.length > 0"):
+                assert time.monotonic() - began < 60, await tab.evaluate("document.querySelector('#status').textContent")  # why none came
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.6)  # the active-streams gauge is refreshed every second
+            holder = await asyncio.to_thread(_holder, cluster)
+            holder.kill()
+            stable = await settled_text(tab, "document.querySelector('#stable').textContent", clip.duration_s, 4.0, clip.duration_s + 120)
+            return holder, stable, await tab.evaluate("window.captionPage.segments.map(s => s.text)")
+
+    with chromium(f"http://127.0.0.1:{cluster.nginx_port}/?autostart=1", clip.path, tmp_path / "profile") as address:
+        holder, stable, texts = asyncio.run(scenario(address))
+    holder.start()
+    holder.wait_ready()
+    assert word_error_rate([clip.text], [stable]) <= 0.10, stable
+    assert texts in _stored_sessions(cluster), texts  # none lost, none twice, across both replicas
