@@ -287,3 +287,44 @@ def test_the_browser_page_resumes_on_the_other_replica(cluster: Cluster, shared_
     holder.wait_ready()
     assert word_error_rate([clip.text], [stable]) <= 0.10, stable
     assert texts in _stored_sessions(cluster), texts  # none lost, none twice, across both replicas
+
+
+@pytest.mark.parametrize("moment", [0.3, 0.5, 0.8])
+def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: float) -> None:
+    """In virtual time, with the scripted stand-in for the model of test_streamer_session: a
+    session is cut mid-utterance (what a kill -9 leaves in the store: its segments and its last
+    partial), a new session continues it from the store's state with the audio from where its
+    `ready` says, and the two sessions' stable text is the script once, ids contiguous."""
+    from benchmarks.data import clips_of, data_available
+    from model.audio import SAMPLE_RATE, load_audio
+    from streamer.config import Config
+    from streamer.protocol import Partial
+    from streamer.session import Session
+    from tests.test_streamer_session import ENGLISH, drive, hear, scripted_words
+
+    if not data_available():
+        pytest.skip("shared evaluation data not found")
+    clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
+    audio = load_audio(clip.path)[: int(clip.segments[3].start_s * SAMPLE_RATE)]  # three utterances
+    script = scripted_words(clip, 3)
+    cut = clip.segments[1].start_s + moment * (clip.segments[1].end_s - clip.segments[1].start_s)
+    start, config = Start(events=("vad",)), Config()
+
+    first = Session("moved-session", start, config, ENGLISH)
+    produced, _ = drive(first, audio[: int(cut * SAMPLE_RATE)], lambda r: hear(script, r), stop=False)
+    stables = [m for _, m in produced if isinstance(m, ServerStable)]
+    partials = [m for _, m in produced if isinstance(m, Partial)]
+    assert stables, "something was committed before the cut"
+    stored = StoredSession("moved-session", None, start, tuple(stables), committed_text(stables, config.stream.prompt_chars),
+                           stables[-1].end, partials[-1].words if partials else ())
+    plan = plan_handover(stored, start, last_stable_id=len(stables) - 1)
+
+    second = Session("moved-session", start, config, ENGLISH)
+    resume_at = second.continue_at(plan.resume_seconds, stored.next_stable_id, plan.prompt, plan.language, plan.context, plan.pending)
+    assert resume_at <= plan.resume_seconds < stables[-1].end
+    produced, requests = drive(second, audio[round(resume_at * SAMPLE_RATE) :], lambda r: hear(script, r))
+    assert requests[0].window_start == resume_at and requests[0].context == plan.context
+    more = [m for _, m in produced if isinstance(m, ServerStable)]
+    assert [s.id for s in stables + more] == list(range(len(stables) + len(more)))
+    assert "".join(s.text for s in stables + more).split() == [w.text.strip() for w in script]
+    assert all(a.end <= b.start for a, b in zip(stables + more, (stables + more)[1:]))
