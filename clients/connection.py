@@ -203,6 +203,7 @@ class Resumed:
     replayed_seconds: float  # audio sent again (the server did not hold it)
 
 
+REPLAY_FRAME_S = 0.25  # audio sent again goes in frames of this many seconds (8 channels of f32 at 48 kHz: 384 KB)
 RETRY_OPEN_CODES = RESUMABLE_CLOSES | {1012, 1013, 4429}  # worth another connection
 OPEN_FAILURES = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
@@ -263,8 +264,9 @@ class ResumingStream:
 
     async def _serve(self, connection: StreamConnection, source: asyncio.Queue[bytes | None], replay: bytes) -> End:
         async def send_all() -> None:
-            if replay:
-                await connection.send_audio(replay)
+            step = int(REPLAY_FRAME_S * self.start.sample_rate) * self.start.bytes_per_frame
+            for offset in range(0, len(replay), step):  # frames of the usual size: under the frame limit
+                await connection.send_audio(replay[offset : offset + step])
             while not self._source_done:
                 pcm = await source.get()
                 if pcm is None:
