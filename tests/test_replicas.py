@@ -215,6 +215,7 @@ def _check_nothing_lost(cluster: Cluster, stream: ResumingStream, clip: Clip) ->
     assert word_error_rate([clip.text], [text]) <= 0.10, text  # the clip alone: ~4 %
 
 
+@pytest.mark.slow
 def test_a_stream_resumes_on_the_other_replica_after_kill_9(cluster: Cluster, shared_data: list[Clip]) -> None:
     clip = clip_by_id(shared_data, CLIP)
     stream = _stream_with_disruption(cluster, clip, "kill")
@@ -223,6 +224,7 @@ def test_a_stream_resumes_on_the_other_replica_after_kill_9(cluster: Cluster, sh
     _check_nothing_lost(cluster, stream, clip)
 
 
+@pytest.mark.slow
 def test_sigterm_drains_the_replica_and_the_stream_moves(cluster: Cluster, shared_data: list[Clip]) -> None:
     clip = clip_by_id(shared_data, CLIP)
     started = time.monotonic()
@@ -237,6 +239,7 @@ def test_missing_programs_are_named(tmp_path: Path) -> None:
         require("no-such-program-here", "no-such-package")
 
 
+@pytest.mark.slow
 def test_an_unreachable_redis_stops_the_daemon_at_start_with_exit_2() -> None:
     import sys
 
@@ -261,6 +264,7 @@ def _stored_sessions(cluster: Cluster) -> list[list[str]]:
         return [[json.loads(s)["text"] for s in redis.lrange(key, 0, -1)] for key in keys]  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_the_browser_page_resumes_on_the_other_replica(cluster: Cluster, shared_data: list[Clip], tmp_path: Path) -> None:
     """The caption page, served and streamed through nginx: kill -9 of its replica mid-clip; the
     page reconnects, resumes on the other replica, resends the audio it kept, and shows exactly
