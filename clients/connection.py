@@ -254,13 +254,19 @@ class ResumingStream:
         try:
             while True:
                 try:
-                    return await self._serve(connection, source, replay)
+                    end = await self._serve(connection, source, replay)
+                    break
                 except StreamClosedError as closed:
                     if closed.code not in RESUMABLE_CLOSES:
                         raise
                     connection, replay = await self._reconnect(closed)
-        finally:
+        except BaseException:
             pump.cancel()
+            raise
+        (source_error,) = await asyncio.gather(pump, return_exceptions=True)  # it has ended: the session did
+        if isinstance(source_error, Exception):
+            raise source_error
+        return end
 
     async def _serve(self, connection: StreamConnection, source: asyncio.Queue[bytes | None], replay: bytes) -> End:
         async def send_all() -> None:
@@ -320,6 +326,8 @@ class ResumingStream:
 
 
 async def _pump(frames: AsyncIterator[bytes], into: asyncio.Queue[bytes | None]) -> None:
-    async for pcm in frames:
-        into.put_nowait(pcm)
-    into.put_nowait(None)
+    try:
+        async for pcm in frames:
+            into.put_nowait(pcm)
+    finally:
+        into.put_nowait(None)  # also when the source fails: the session stops, then its error is raised

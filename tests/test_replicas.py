@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -332,3 +332,22 @@ def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: flo
     assert [s.id for s in stables + more] == list(range(len(stables) + len(more)))
     assert "".join(s.text for s in stables + more).split() == [w.text.strip() for w in script]
     assert all(a.end <= b.start for a, b in zip(stables + more, (stables + more)[1:]))
+
+
+@pytest.mark.slow
+def test_a_failing_audio_source_ends_the_resuming_stream_with_its_error(daemon_url: str, shared_data: list[Clip]) -> None:
+    """Against the single shared daemon (local store): the session stops and the source's error
+    reaches the caller, rather than the stream waiting for audio that never comes."""
+    audio = read_audio(clip_by_id(shared_data, CLIP).path)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for frame in paced_frames(audio, PacingOptions(speed=0)):
+            yield frame
+            raise OSError("microphone unplugged")  # one frame, then the microphone goes away
+
+    async def scenario() -> None:
+        stream = ResumingStream(ConnectOptions(daemon_url), StartOptions(sample_rate=audio.sample_rate), lambda received: None)
+        await asyncio.wait_for(stream.run(frames()), 60)
+
+    with pytest.raises(OSError, match="microphone unplugged"):
+        asyncio.run(scenario())
