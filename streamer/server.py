@@ -481,13 +481,12 @@ class StreamerServer:
         self._deliver(stream, session.open())
         return stream
 
-    def _admit(self, key_id: str | None, now: float) -> None:
-        """The daemon's and the key's limits (4429), for a new stream and one moved here alike."""
+    def _admit(self, key_id: str | None, now: float, moved: bool = False) -> None:
+        """The daemon's and the key's limits (4429). A stream moved here from another replica is
+        an admitted one (slowed, never cut, when the worker saturates): only the counts apply."""
+        saturated = not moved and self._load.saturated(now, self._config.server.max_load, self._config.server.max_tick_lag)
         admission = self._admission.admit(
-            self._attached_count(),
-            self._load.load(now),
-            self._load.saturated(now, self._config.server.max_load, self._config.server.max_tick_lag),
-            shutting_down=self._shutting_down,
+            self._attached_count(), 0.0 if moved else self._load.load(now), saturated, shutting_down=self._shutting_down
         )
         if not admission.ok:
             assert admission.close_code is not None
@@ -530,7 +529,7 @@ class StreamerServer:
     def _adopt_stream(self, outbox: Outbox, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo, stored: StoredSession) -> Stream:
         """Continues here a stream claimed from the shared store (committed by another replica)."""
         now = time.monotonic()
-        self._admit(key_id, now)
+        self._admit(key_id, now, moved=True)
         try:
             handover = plan_handover(stored, start, request.last_stable_id)
             session = Session(stored.session_id, stored.start, self._config, model)
