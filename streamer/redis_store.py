@@ -40,6 +40,8 @@ from .store import (
 
 log = logging.getLogger("streamer.store")
 
+STORE_TIMEOUT_S = 5.0  # seconds one Redis command may take
+
 # KEYS: hash, list. ARGV: owner, expected id, segment JSON, context, committed seconds, ttl.
 # Returns 1 stored, 0 not the owner (or gone), -1 an id out of sequence.
 APPEND = """
@@ -78,7 +80,9 @@ class RedisStore:
     shared = True
 
     def __init__(self, url: str, ttl: float, replica: str = "") -> None:
-        self._redis = Redis.from_url(url, decode_responses=True)
+        # Bounded waits: a hung Redis fails the streams writing to it (1011) rather than holding
+        # their stable segments back without end.
+        self._redis = Redis.from_url(url, decode_responses=True, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S)
         self._ttl = max(1, int(ttl))
         self.replica = replica or replica_name()
         self._append = self._redis.register_script(APPEND)
