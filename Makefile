@@ -35,8 +35,9 @@ install-bench: $(VENV)/.installed-bench
 
 # Debian packages the tests use: PortAudio for sounddevice, Chromium for the
 # browser test, PulseAudio (+ its tools and ALSA plugin) for a virtual microphone,
-# ffmpeg for non-WAV input. Installed only when missing.
-SYSTEM_PACKAGES := libportaudio2 chromium pulseaudio pulseaudio-utils libasound2-plugins ffmpeg
+# ffmpeg for non-WAV input, nginx and redis-server for the replica tests (tests/test_replicas.py).
+# Installed only when missing.
+SYSTEM_PACKAGES := libportaudio2 chromium pulseaudio pulseaudio-utils libasound2-plugins ffmpeg nginx redis-server
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ EVENTS = ("vad",)
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 MAX_CHANNELS = 8
 NORMAL_CLOSE = 1000
+GOING_AWAY_CLOSE = 1001  # the daemon shut down (it or a replica behind the same address may come back)
+LOST_CLOSE = 1006  # no close frame: the connection (or the replica) died
+MOVED_CLOSE = 4503  # the replica drains: its text is committed, resume elsewhere now
+RESUMABLE_CLOSES = frozenset({GOING_AWAY_CLOSE, LOST_CLOSE, MOVED_CLOSE})
 
 
 class ServerProtocolError(Exception):
@@ -110,6 +115,8 @@ class Ready:
     protocol: int
     model: str
     sample_rate: int
+    resumed: bool = False
+    audio_seconds: float = 0.0  # on a resume: the audio the server holds; the client resends what follows
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,14 @@ def parse_server_message(body: Any) -> ServerMessage:
         raise ServerProtocolError(f"server message is not a map with a string 'type': {body!r}")
     kind = body["type"]
     if kind == "ready":
-        return Ready(_get(body, "session_id", str), _get(body, "protocol", int), _get(body, "model", str, ""), _get(body, "sample_rate", int, 0))
+        return Ready(
+            _get(body, "session_id", str),
+            _get(body, "protocol", int),
+            _get(body, "model", str, ""),
+            _get(body, "sample_rate", int, 0),
+            _get(body, "resumed", bool, False),
+            float(_get(body, "audio_seconds", _NUMBER, 0.0)),
+        )
     if kind == "language":
         return Language(_get(body, "language", str), float(_get(body, "probability", _NUMBER, 1.0)))
     if kind == "partial":
@@ -346,3 +360,48 @@ class ClientProtocol:
     def _expect(self, state: State, what: str) -> None:
         if self.state is not state:
             raise ClientOrderError(f"cannot send {what!r} in state {self.state.value}")
+
+
+# ---- audio kept for a resume ---------------------------------------------------------------------
+
+
+class UnacknowledgedAudio:
+    """The audio sent since the last stable segment (and `margin_s` before it, which a replica
+    continuing the stream hears again as context), kept to send again after a resume.
+
+    The server commits audio only through `stable` segments; what came after the last one is not
+    stored anywhere but here. After a resume, `ready.audio_seconds` says how much the server holds:
+    `since(seconds)` is what to send again. Plain code, no I/O.
+    """
+
+    def __init__(self, sample_rate: int, bytes_per_frame: int, margin_s: float = 5.0) -> None:
+        self._rate = sample_rate
+        self._bytes_per_frame = bytes_per_frame
+        self._margin = int(margin_s * sample_rate)
+        self._chunks: deque[bytes] = deque()
+        self._start = 0  # sample index (per channel) of the first kept sample
+        self._end = 0  # sample index after the last sample handed to `sent`
+
+    @property
+    def kept_from(self) -> float:
+        return self._start / self._rate
+
+    @property
+    def sent_seconds(self) -> float:
+        return self._end / self._rate
+
+    def sent(self, pcm: bytes) -> None:
+        self._chunks.append(pcm)
+        self._end += len(pcm) // self._bytes_per_frame
+
+    def acknowledge(self, stable_end: float) -> None:
+        """A `stable` up to `stable_end` s: audio older than that (less the margin) is committed."""
+        drop_to = min(self._end, int(stable_end * self._rate) - self._margin)
+        while self._chunks and self._start + len(self._chunks[0]) // self._bytes_per_frame <= drop_to:
+            self._start += len(self._chunks.popleft()) // self._bytes_per_frame
+
+    def since(self, seconds: float) -> bytes:
+        """The kept audio from `seconds` on (from the oldest kept sample if that was dropped)."""
+        first = max(self._start, min(self._end, round(seconds * self._rate)))
+        data = b"".join(self._chunks)
+        return data[(first - self._start) * self._bytes_per_frame :]

@@ -3,7 +3,7 @@
 Prints exactly one line to stdout, `listening on ws://HOST:PORT` (`wss://` with TLS), once
 connections are accepted (the bound port when `--port 0`); everything else is logged to stderr.
 Exits with 2, before loading the model, on a bad configuration: a bad value, a bad keys file, or
-a non-loopback host without any API key.
+a non-loopback host without any API key; and when `[store] backend = "redis"` cannot reach Redis.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from model.runtime import return_freed_memory_to_os
 from .auth import AuthConfigError, InsecureListenError, check_listen_address
 from .config import ConfigError, load_config
 from .server import StreamerServer
+from .store import StoreError
 from .worker import ModelWorker
 
 log = logging.getLogger("streamer")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(run_daemon(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, AuthConfigError, InsecureListenError) as exc:
+    except (ConfigError, AuthConfigError, InsecureListenError, StoreError) as exc:
         print(f"streamer: {exc}", file=sys.stderr)
         return 2
 

@@ -46,6 +46,12 @@ class AudioBuffer:
         self._data[self._length : needed] = samples
         self._length = needed
 
+    def skip_to(self, position: int) -> None:
+        """An empty buffer starts at `position` (a stream continued from another replica)."""
+        if self._length:
+            raise RuntimeError("skip_to on a buffer that holds audio")
+        self.start = position
+
     def trim_to(self, position: int) -> None:
         """Drops the samples before absolute `position` (clamped to what is held)."""
         position = min(max(position, self.start), self.end)

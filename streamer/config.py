@@ -44,6 +44,9 @@ class ServerConfig:
     tls_cert: str = ""  # PEM certificate (chain): serve wss:// and https://
     tls_key: str = ""  # PEM private key; empty: inside tls_cert
     log_level: str = "info"  # debug | info | warning | error
+    # SIGTERM with a shared store: finalise open streams before they move (true; cuts the utterance
+    # where the speaker is) or hand them over mid-utterance (false; the client resends the rest)
+    drain_finalize: bool = False
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"server.port must be in 0..65535, got {self.port}")
@@ -152,6 +155,22 @@ class JournalConfig:
         _check(self.retention_days > 0, f"journal.retention_days must be > 0, got {self.retention_days}")
 
 
+STORE_BACKENDS = ("local", "redis")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = "local"  # local: streams resume on this daemon only | redis: on any replica sharing `url`
+    url: str = "redis://127.0.0.1:6379/0"
+    ttl: float = 86400.0  # seconds a session's committed state is kept after its last write (redis)
+    replica: str = ""  # this daemon's name as a stream's owner (empty: host, pid and a random suffix)
+
+    def __post_init__(self) -> None:
+        _check(self.backend in STORE_BACKENDS, f"store.backend must be one of {list(STORE_BACKENDS)}, got {self.backend!r}")
+        _check(self.url.startswith(("redis://", "rediss://", "unix://")), f"store.url must be a redis:// URL, got {self.url!r}")
+        _check(self.ttl >= 1.0, f"store.ttl must be >= 1 s, got {self.ttl}")
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -160,6 +179,7 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -38,6 +38,7 @@ class CloseCode(enum.IntEnum):
     FRAME_TOO_LARGE = 4413
     UNSUPPORTED = 4415
     LIMITS = 4429
+    MOVED = 4503  # the replica drains (SIGTERM): committed, resume elsewhere now
 
 
 class ProtocolError(Exception):

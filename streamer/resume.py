@@ -55,6 +55,10 @@ class StableHistory:
     def last_id(self) -> int:
         return len(self._stables) - 1
 
+    @property
+    def segments(self) -> Sequence[Stable]:
+        return self._stables
+
     def after(self, last_stable_id: int) -> Sequence[Stable]:
         """Every segment after `last_stable_id`; a client cannot hold one the server never sent."""
         if last_stable_id > self.last_id:

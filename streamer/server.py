@@ -8,8 +8,10 @@ other stream goes on.
 
 A `Stream` outlives its connection: when a connection drops without `stop`, the stream is parked
 (`resume.DetachedSessions`) for `stream.resume_window` seconds, still decoding and journaling
-what it had; a `start` with `resume` takes it back. Every `stable` is journaled (fsync'd) before
-it is sent.
+what it had; a `start` with `resume` takes it back. Every `stable` is journaled (fsync'd), and
+stored in the session store (`store`), before it is sent. With a shared store a resume may
+reach a replica that does not hold the stream: it claims it from the store and continues it
+(`handover`, `_adopt_stream`).
 
 Admission, in order, before any audio reaches a session: key/token and origin (4401/4403, decided
 on the handshake, answered on the first frame), the daemon's stream limit and worker load (4429),
@@ -18,8 +20,10 @@ the key's stream limit (4429). Audio faster than `server.max_audio_rate` × real
 Shutdown order (`shutdown`, on SIGTERM/SIGINT):
   1. stop accepting connections (the listening socket closes; open ones stay);
   2. finalise every stream, parked ones included: pending audio is decoded and committed, its
-     `stable` messages journaled and sent (bounded by `server.shutdown_timeout`);
-  3. close every connection with 1001;
+     `stable` messages journaled and sent (bounded by `server.shutdown_timeout`); with a shared
+     store (`[store] backend = "redis"`) and `server.drain_finalize` off, an attached stream is
+     handed over as it is instead (docs/deploy.md);
+  3. close every connection with 1001 (with a shared store 4503: resume on another replica);
   4. stop the scheduler and housekeeping, then the worker thread; close the journals.
 """
 
@@ -43,6 +47,7 @@ from model.runtime import release_free_memory
 
 from .auth import AuthDecision, Authenticator, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
+from .handover import plan_handover
 from .http import STATIC_DIR, HttpRoutes, text_response
 from .journal import Journal, JournalWriter, transcript_response
 from .limits import AdmissionControl, AudioRateLimiter, WorkerLoad
@@ -54,6 +59,7 @@ from .protocol import (
     ErrorMessage,
     Flush,
     LanguageDetected,
+    Partial,
     ProtocolError,
     Ready,
     ServerMessage,
@@ -62,9 +68,10 @@ from .protocol import (
     Start,
     Stop,
 )
-from .resume import DetachedSessions, StableHistory, parse_resume
+from .resume import DetachedSessions, ResumeRequest, StableHistory, parse_resume
 from .scheduler import TickScheduler
 from .session import ModelInfo, Session
+from .store import SessionStore, StoredSession, committed_text, make_store
 from .worker import ModelWorker
 
 log = logging.getLogger("streamer.server")
@@ -89,13 +96,14 @@ class Outbox:
     def __init__(self, websocket: ServerConnection, protocol: SessionProtocol) -> None:
         self._websocket = websocket
         self._protocol = protocol
-        self._queue: asyncio.Queue[bytes | str | _Close] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes | str, asyncio.Future[bool] | None] | _Close] = asyncio.Queue()
         self.closing = False
         self.task = asyncio.create_task(self._run(), name=f"writer-{websocket.id}")
 
-    def send(self, message: ServerMessage) -> None:
+    def send(self, message: ServerMessage, after: asyncio.Future[bool] | None = None) -> None:
+        """Queues `message`; with `after`, it is sent once that store write succeeded (else never)."""
         if not self.closing:
-            self._queue.put_nowait(self._protocol.encode(message))
+            self._queue.put_nowait((self._protocol.encode(message), after))
 
     def close(self, code: int, reason: str = "") -> None:
         if not self.closing:
@@ -114,9 +122,18 @@ class Outbox:
                 if isinstance(item, _Close):
                     await self._websocket.close(item.code, item.reason)
                     return
-                await self._websocket.send(item)
+                frame, after = item
+                if after is None or await _stored(after):
+                    await self._websocket.send(frame)
         except ConnectionClosed:
             return
+
+
+async def _stored(write: asyncio.Future[bool]) -> bool:
+    try:
+        return await asyncio.shield(write)
+    except Exception:  # noqa: BLE001 - the write's own callback fails the stream
+        return False
 
 
 def _short_reason(reason: str) -> str:
@@ -169,6 +186,7 @@ class StreamerServer:
         self._admission = AdmissionControl(config.server.max_streams)
         self._load = WorkerLoad(window=10.0)
         self.journal = Journal(Path(config.journal.directory).expanduser(), config.journal.retention_days * 86400.0)
+        self.store: SessionStore = make_store(config.store)
         self._model: asyncio.Future[ModelInfo] | None = None
         self._scheduler: TickScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -192,6 +210,7 @@ class StreamerServer:
 
     async def start(self) -> tuple[str, int]:
         """Listens (the model may still be loading; sessions wait for it) and returns the bound address."""
+        await self.store.check()
         loop = asyncio.get_running_loop()
         self._model = loop.create_future()
         self._tasks.append(asyncio.create_task(self._await_model(), name="await-model"))
@@ -256,18 +275,23 @@ class StreamerServer:
         self._shutting_down = True
         log.info("shutting down: no new connections; finalising %d stream(s)", len(self.streams))
         self._server.server.close()  # 1. stop accepting
-        for stream in list(self.streams.values()):  # 2. finalise, parked streams too
-            self._deliver(stream, stream.session.finalize())
+        # 2. finalise, parked streams too; with a shared store and server.drain_finalize off, an
+        # attached stream is handed over at once instead: what is committed is stored (flush
+        # below), the client resends the rest to the next replica, which goes on mid-utterance
+        # (docs/deploy.md). A decode still in flight here lands in the store only while this
+        # replica owns the stream, so it is either replayed there or refused, never twice.
+        handover = self.store.shared and not self._config.server.drain_finalize
+        for stream in list(self.streams.values()):
+            if not (handover and stream.outbox is not None):
+                self._deliver(stream, stream.session.finalize())
         assert self._scheduler is not None
         self._scheduler.wake()
         try:
-            await asyncio.wait_for(self._all_finalised(), self._config.server.shutdown_timeout)
+            await asyncio.wait_for(self._all_finalised(handover), self._config.server.shutdown_timeout)
         except TimeoutError:
             log.warning("shutdown: streams not finalised after %.1f s; closing anyway", self._config.server.shutdown_timeout)
-        for stream in list(self.streams.values()):  # 3. close 1001
-            if stream.outbox is not None:
-                stream.outbox.close(CloseCode.GOING_AWAY, "server shutting down")
-        self._server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="server shutting down")
+        await self.store.flush()
+        await self._close_all()  # 3.
         await self._server.wait_closed()
         for task in self._tasks:  # 4. scheduler and housekeeping, then worker, then journals
             task.cancel()
@@ -275,10 +299,27 @@ class StreamerServer:
         await asyncio.to_thread(self._worker.stop)
         for stream in list(self.streams.values()):
             self._remove(stream, "shutdown")
+        await self.store.close()
         log.info("shut down")
 
-    async def _all_finalised(self) -> None:
-        while any(not s.session.ended for s in self.streams.values()):
+    async def _close_all(self) -> None:
+        """Closes every connection: 1001, or with a shared store 4503 (resume on another replica),
+        once each connection's writer has sent what was queued before."""
+        assert self._server is not None
+        code, reason = (CloseCode.MOVED, "replica draining: resume elsewhere") if self.store.shared else (CloseCode.GOING_AWAY, "server shutting down")
+        writers = [s.outbox.task for s in self.streams.values() if s.outbox is not None]
+        for stream in self.streams.values():
+            if stream.outbox is not None:
+                stream.outbox.close(code, reason)
+        if writers:
+            await asyncio.wait(writers, timeout=self._config.server.shutdown_timeout)
+        self._server.close(close_connections=True, code=code, reason=reason)
+
+    async def _all_finalised(self, handover: bool = False) -> None:
+        def settled(s: Stream) -> bool:
+            return s.session.ended or (handover and s.outbox is not None)
+
+        while not all(settled(s) for s in self.streams.values()):
             await asyncio.sleep(0.05)
 
     async def _housekeeping(self) -> None:
@@ -418,12 +459,34 @@ class StreamerServer:
             self.metrics.reject("shutting_down")
             raise ProtocolError(CloseCode.GOING_AWAY, "server shutting down")
         if start.resume is not None:
+            request = parse_resume(start.resume)
+            stored = await self._claim(request, key_id) if self.store.shared else None
+            if stored is not None:
+                return self._adopt_stream(outbox, start, key_id, request, model, stored)
             return self._resume_stream(outbox, start, key_id, now)
+        self._admit(key_id, now)
+        try:
+            session = Session(uuid.uuid4().hex, start, self._config, model)
+            await self.store.open(session.id, key_id, start)
+            journal = self.journal.open(session.id, key_id)
+        except BaseException:
+            self._release_key(key_id)
+            raise
+        stream = self._register(session, start, key_id, journal, outbox, now)
+        self.metrics.sessions_total.inc()
+        log.info(
+            "session %s opened: %d Hz %s x%d, language %s, task %s, key %s (%d active)",
+            session.id, start.sample_rate, start.encoding, start.channels, start.language, start.task, key_id, len(self.streams),
+        )
+        self._deliver(stream, session.open())
+        return stream
+
+    def _admit(self, key_id: str | None, now: float, moved: bool = False) -> None:
+        """The daemon's and the key's limits (4429). A stream moved here from another replica is
+        an admitted one (slowed, never cut, when the worker saturates): only the counts apply."""
+        saturated = not moved and self._load.saturated(now, self._config.server.max_load, self._config.server.max_tick_lag)
         admission = self._admission.admit(
-            self._attached_count(),
-            self._load.load(now),
-            self._load.saturated(now, self._config.server.max_load, self._config.server.max_tick_lag),
-            shutting_down=self._shutting_down,
+            self._attached_count(), 0.0 if moved else self._load.load(now), saturated, shutting_down=self._shutting_down
         )
         if not admission.ok:
             assert admission.close_code is not None
@@ -433,23 +496,61 @@ class StreamerServer:
         if key is not None and not self._limiter.acquire(key.key_id, key.max_streams):
             self.metrics.reject("key_limit")
             raise ProtocolError(CloseCode.LIMITS, f"too many streams for key {key.key_id} (maximum {key.max_streams})")
-        try:
-            session = Session(uuid.uuid4().hex, start, self._config, model)
-            journal = self.journal.open(session.id, key_id)
-        except BaseException:
-            if key is not None:
-                self._limiter.release(key.key_id)
-            raise
+
+    def _release_key(self, key_id: str | None) -> None:
+        if key_id is not None and self.auth.keys.by_id(key_id) is not None:
+            self._limiter.release(key_id)
+
+    def _register(self, session: Session, start: Start, key_id: str | None, journal: JournalWriter, outbox: Outbox, now: float) -> Stream:
         limits = self._config.server
         stream = Stream(session, start, key_id, AudioRateLimiter(limits.max_audio_rate, limits.audio_burst, now), journal, outbox=outbox)
         self.sessions[session.id] = session
         self.streams[session.id] = stream
-        self.metrics.sessions_total.inc()
+        return stream
+
+    async def _claim(self, request: ResumeRequest, key_id: str | None) -> StoredSession | None:
+        """The stored stream to continue here; None when there is none, or when this replica's
+        own copy is current (the resume is then local: it holds all the audio)."""
+        local = self.streams.get(request.session_id)
+        if local is not None:
+            await self.store.flush()  # its pending segments count
+        stored = await self.store.claim(request.session_id, key_id)
+        if stored is None or local is None or stored.next_stable_id == len(local.history.segments):
+            return stored if local is None else None
+        # The stream went on elsewhere meanwhile (its copy here was parked): that copy is stale.
+        log.info("session %s: continued on another replica meanwhile; dropping the copy here", request.session_id)
+        self._detached.discard(request.session_id)
+        if local.outbox is not None:
+            outbox, local.outbox = local.outbox, None
+            outbox.fail(CloseCode.OUT_OF_ORDER, "session resumed by another connection")
+        self._remove(local, "stale copy")
+        return stored
+
+    def _adopt_stream(self, outbox: Outbox, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo, stored: StoredSession) -> Stream:
+        """Continues here a stream claimed from the shared store (committed by another replica)."""
+        now = time.monotonic()
+        self._admit(key_id, now, moved=True)
+        try:
+            handover = plan_handover(stored, start, request.last_stable_id)
+            session = Session(stored.session_id, stored.start, self._config, model)
+            resume_at = session.continue_at(
+                handover.resume_seconds, stored.next_stable_id, handover.prompt, handover.language, handover.context, handover.pending
+            )
+            journal = self.journal.open(session.id, key_id)
+        except BaseException:
+            self._release_key(key_id)
+            raise
+        stream = self._register(session, stored.start, key_id, journal, outbox, now)
+        for stable in stored.segments:
+            stream.history.record(stable)
+        self.metrics.resumed_total.inc()
         log.info(
-            "session %s opened: %d Hz %s x%d, language %s, task %s, key %s (%d active)",
-            session.id, start.sample_rate, start.encoding, start.channels, start.language, start.task, key_id, len(self.streams),
+            "session %s moved here: %d stable segment(s), audio from %.1f s (%d committed word(s) as context); replaying %d after %d",
+            session.id, stored.next_stable_id, resume_at, len(handover.context), len(handover.replay), request.last_stable_id,
         )
-        self._deliver(stream, session.open())
+        outbox.send(Ready(session.id, session.model_name, stored.start.sample_rate, resumed=True, audio_seconds=resume_at))
+        for stable in handover.replay:
+            outbox.send(stable)
         return stream
 
     def _resume_stream(self, outbox: Outbox, start: Start, key_id: str | None, now: float) -> Stream:
@@ -526,17 +627,44 @@ class StreamerServer:
     def _deliver(self, stream: Stream, messages: list[ServerMessage]) -> None:
         """Journals and records every `stable` before it is sent (also while nobody listens)."""
         for message in messages:
+            stored: asyncio.Future[bool] | None = None
             if isinstance(message, Stable):
                 if stream.journal is not None:
                     stream.journal.append(message)
                 stream.history.record(message)
                 self.metrics.stable_segments_total.inc()
+                stored = self._store_stable(stream, message)
+            elif isinstance(message, Partial):
+                self.store.note_partial(stream.session.id, message.words)
             elif isinstance(message, LanguageDetected):
                 log.info("session %s: language %s (p=%.2f)", stream.session.id, message.language, message.probability)
+            if isinstance(message, End):
+                self.store.end(stream.session.id)
             if stream.outbox is not None:
-                stream.outbox.send(message)
+                stream.outbox.send(message, stored)
                 if isinstance(message, End):
                     stream.outbox.close(CloseCode.NORMAL, "")
+
+    def _store_stable(self, stream: Stream, stable: Stable) -> asyncio.Future[bool] | None:
+        context = committed_text(stream.history.segments, self._config.stream.prompt_chars)
+        write = self.store.append(stream.session.id, stable, context)
+        if write is not None:
+            write.add_done_callback(lambda done: self._check_stored(stream, done))
+        return write
+
+    def _check_stored(self, stream: Stream, write: asyncio.Future[bool]) -> None:
+        """A segment the store refused: the stream moved to another replica, or the store failed."""
+        error = None if write.cancelled() else write.exception()
+        if (error is None and (write.cancelled() or write.result())) or self.streams.get(stream.session.id) is not stream:
+            return
+        why, code = (f"store failed: {error}", CloseCode.INTERNAL_ERROR) if error else ("session resumed on another replica", CloseCode.OUT_OF_ORDER)
+        log.warning("session %s: %s; ending it here", stream.session.id, why)
+        self._detached.discard(stream.session.id)
+        if stream.outbox is not None:
+            stream.failed = True
+            stream.outbox.fail(code, why)
+        else:
+            self._remove(stream, why)
 
     def _fail_session(self, session: Session, exc: BaseException) -> None:
         stream = self.streams.get(session.id)

@@ -49,7 +49,7 @@ from .protocol import (
     WordTiming,
 )
 from .tick import Hypothesis, TickKind, TickRequest, Word
-from .vad import SpeechStart, VoiceActivityDetector
+from .vad import FRAME_SAMPLES, SpeechStart, VoiceActivityDetector
 
 LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
@@ -133,6 +133,30 @@ class Session:
         self.stopping = False  # no more audio will come
         self._announce_end = True
         self.ended = False
+
+    def continue_at(
+        self, seconds: float, next_stable_id: int, prompt: str, language: str | None, context: Sequence[Word] = (), pending: Sequence[Word] = ()
+    ) -> float:
+        """Goes on with a stream committed elsewhere: audio from `seconds` (stream time) on, ids
+        after its segments, their text as the prompt, `context`, the committed words in that
+        audio, as the next decode's known text, and `pending`, the last hypothesis heard there,
+        as the commit policy's previous one (the first decode here that agrees commits, as the
+        next decode there would have). Returns where the client resends audio from (rounded
+        down to a VAD frame, so the timeline stays on the same grid)."""
+        frames = int(seconds * SAMPLE_RATE) // FRAME_SAMPLES
+        sample = frames * FRAME_SAMPLES
+        self._buffer.skip_to(sample)
+        self._vad.skip_to(frames)
+        self._last_request_end = sample
+        self._decoder.input_samples = round(sample * self._start.sample_rate / SAMPLE_RATE)
+        self._next_stable_id = next_stable_id
+        self._prompt = prompt
+        self._committed_in_buffer = list(context)
+        if pending:
+            self._policy.decide(list(pending), final=False)
+        if language is not None and self.language is None:
+            self.language, self._fixed_language = language, True
+        return sample / SAMPLE_RATE
 
     # ---- input -------------------------------------------------------------------------------
 

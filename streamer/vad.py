@@ -52,6 +52,11 @@ class VoiceActivityDetector:
         """Stream time (s) where the last voiced frame ended; 0 before any."""
         return (self._last_voiced_frame + 1) * FRAME_SECONDS
 
+    def skip_to(self, frames: int) -> None:
+        """Counts time from frame `frames` (a stream continued elsewhere), as if silence preceded."""
+        self._frames = frames
+        self._last_voiced_frame = frames - 1
+
     def feed(self, samples: np.ndarray) -> list[VadTransition]:
         """Classifies the complete 30 ms frames in `samples` (16 kHz float32); returns transitions."""
         pcm = np.clip(samples * 32768.0, -32768, 32767).astype(np.int16)

@@ -1,8 +1,13 @@
 // Protocol v1 (docs/protocol.md) for the page: one websocket session at a time, reconnecting
-// with backoff when the daemon goes away, resuming the lost session when the daemon still has it.
-// No DOM here: the page listens to the callbacks.
+// with backoff when the daemon goes away, resuming the lost session when the daemon (or, behind a
+// load balancer, another replica sharing its store) still has it. The audio sent since the last
+// stable segment is kept and sent again from where the resumed session's `ready` says the server's
+// audio ends, so nothing is heard twice or lost (docs/deploy.md). No DOM here: the page listens
+// to the callbacks.
 
-const RETRY_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4429]); // worth trying again
+const MOVED = 4503; // the replica drains: its text is committed, resume elsewhere at once
+const RETRY_CODES = new Set([1001, 1006, 1011, 1012, 1013, 4429, MOVED]); // worth trying again
+const KEEP_BEFORE_STABLE_S = 5; // audio kept before the last stable's end (a new replica hears it again)
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 const MAX_PENDING_SECONDS = 30; // audio held while (re)connecting
 
@@ -16,6 +21,7 @@ export const CLOSE_MEANINGS = {
   4413: "a frame was too large",
   4415: "unsupported audio format or language",
   4429: "the daemon is busy or over its limits",
+  4503: "this replica is draining; moving to another",
 };
 
 export function streamUrl(location) {
@@ -44,6 +50,7 @@ export class CaptionStream {
     this.sessionSamples = 0;
     this.pending = []; // audio captured before the session is ready
     this.pendingBytes = 0;
+    this.kept = []; // {at: session sample index, pcm}: sent since the last stable, for a resume
   }
 
   encode(message) {
@@ -77,11 +84,13 @@ export class CaptionStream {
           this.offset += this.sessionSamples / this.sampleRate;
           this.sessionSamples = 0;
           this.lastStableId = -1;
+          this.kept = [];
         }
         this.sessionId = message.session_id;
         this.ready = true;
         this.attempt = 0;
         this.on.onReady(message);
+        if (message.resumed) this.replayKept(message.audio_seconds || 0);
         this.flushPending();
         break;
       case "language":
@@ -93,6 +102,7 @@ export class CaptionStream {
       case "stable":
         if (message.id <= this.lastStableId) break; // already shown before a reconnect
         this.lastStableId = message.id;
+        this.acknowledge(message.end);
         this.on.onStable(this.shifted(message));
         break;
       case "error":
@@ -127,8 +137,27 @@ export class CaptionStream {
       while (this.pendingBytes > MAX_PENDING_SECONDS * this.sampleRate * 2) this.pendingBytes -= this.pending.shift().byteLength;
       return;
     }
+    this.kept.push({ at: this.sessionSamples, pcm });
     this.socket.send(this.json ? pcm : MessagePack.encode({ type: "audio", data: new Uint8Array(pcm) }));
     this.sessionSamples += pcm.byteLength / 2;
+  }
+
+  acknowledge(stableEnd) {
+    // Audio older than the stable segment (less a margin) is committed on the server's side.
+    const keepFrom = (stableEnd - KEEP_BEFORE_STABLE_S) * this.sampleRate;
+    while (this.kept.length && this.kept[0].at + this.kept[0].pcm.byteLength / 2 <= keepFrom) this.kept.shift();
+  }
+
+  replayKept(fromSeconds) {
+    // The resumed session holds audio up to `fromSeconds`: what this page sent after is sent again.
+    const from = Math.round(fromSeconds * this.sampleRate);
+    const kept = this.kept;
+    this.kept = [];
+    this.sessionSamples = from;
+    for (const { at, pcm } of kept) {
+      const skip = Math.max(0, from - at);
+      if (skip * 2 < pcm.byteLength) this.sendAudio(skip ? pcm.slice(skip * 2) : pcm);
+    }
   }
 
   flushPending() {
@@ -177,7 +206,8 @@ export class CaptionStream {
       this.on.onFatal(`The daemon closed the stream (${event.code}): ${reason || "no reason given"}.`);
       return;
     }
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (0.8 + 0.4 * Math.random());
+    // A draining replica asks to move now: the first try is immediate (another replica is there).
+    const delay = event.code === MOVED && this.attempt === 0 ? 0 : BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (0.8 + 0.4 * Math.random());
     this.attempt += 1;
     const what = event.code === 1006 ? "Cannot reach the transcription daemon" : `The daemon closed the stream (${event.code}${reason ? ": " + reason : ""})`;
     this.on.onStatus(`${what}. Reconnecting in ${Math.ceil(delay / 1000)} s…`, "error");
