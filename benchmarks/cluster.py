@@ -113,7 +113,7 @@ class Replica:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it
+        log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port", str(self.port), "--store.replica", f"{self.name}.{self.starts}", *self.args],
             stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,

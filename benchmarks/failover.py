@@ -105,7 +105,7 @@ async def play(url: str, clip: Clip, audio: AudioClip, pace: float, run: StreamR
         run.session_id = stream.session_id or ""
         end = await task
         run.end_last_id = end.last_stable_id
-    except Exception as exc:  # noqa: BLE001 - one stream's failure is reported, the others go on
+    except Exception as exc:
         run.error = f"{type(exc).__name__}: {exc}"
     run.resumes = list(stream.resumes)
 
@@ -136,7 +136,7 @@ def check_stream(run: StreamRun, stored: list[str], reference: str) -> StreamChe
 def stored_segments(redis: Redis, session_id: str) -> list[str]:
     import json
 
-    return [json.loads(s)["text"] for s in redis.lrange(f"whisper-streamer:segments:{session_id}", 0, -1)]  # type: ignore[union-attr]
+    return [json.loads(s)["text"] for s in redis.lrange(f"whisper-streamer:segments:{session_id}", 0, -1)]
 
 
 def sessions_opened(cluster: Cluster) -> list[int]:

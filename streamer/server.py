@@ -132,7 +132,7 @@ class Outbox:
 async def _stored(write: asyncio.Future[bool]) -> bool:
     try:
         return await asyncio.shield(write)
-    except Exception:  # noqa: BLE001 - the write's own callback fails the stream
+    except Exception:
         return False
 
 

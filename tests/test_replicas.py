@@ -138,7 +138,7 @@ def test_redis_store_moves_ownership_atomically(redis_url: str) -> None:
         # ...while the new one goes on after the stored ones.
         assert await second.append(session, _segment(1, 1.0, ["world"]), " hello world")  # type: ignore[misc]
         await first.flush()
-        assert (await second.claim(session, "key")).pending == claimed.pending  # type: ignore[union-attr]
+        assert (await second.claim(session, "key")).pending == claimed.pending
         second.end(session)
         await second.flush()
         assert await first.claim(session, "key") is None  # ended: not resumable
@@ -203,7 +203,7 @@ def _stored_texts(cluster: Cluster, session_id: str) -> list[str]:
     from redis import Redis
 
     with Redis.from_url(cluster.redis_url, decode_responses=True) as redis:
-        return [json.loads(s)["text"] for s in redis.lrange(f"whisper-streamer:segments:{session_id}", 0, -1)]  # type: ignore[union-attr]
+        return [json.loads(s)["text"] for s in redis.lrange(f"whisper-streamer:segments:{session_id}", 0, -1)]
 
 
 def _check_nothing_lost(cluster: Cluster, stream: ResumingStream, clip: Clip) -> None:
@@ -261,7 +261,7 @@ def _stored_sessions(cluster: Cluster) -> list[list[str]]:
 
     with Redis.from_url(cluster.redis_url, decode_responses=True) as redis:
         keys = list(redis.scan_iter("whisper-streamer:segments:*"))
-        return [[json.loads(s)["text"] for s in redis.lrange(key, 0, -1)] for key in keys]  # type: ignore[union-attr]
+        return [[json.loads(s)["text"] for s in redis.lrange(key, 0, -1)] for key in keys]
 
 
 @pytest.mark.slow
