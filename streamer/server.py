@@ -34,6 +34,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -44,6 +46,7 @@ from model.runtime import release_free_memory
 from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
 from .http import STATIC_DIR, HttpRoutes, text_response
+from .interfaces import Interfaces
 from .journal import Journal, JournalWriter, transcript_response
 from .limits import AdmissionControl, AudioRateLimiter, WorkerLoad
 from .metrics import StreamerMetrics
@@ -81,6 +84,16 @@ DEGRADED_LAG = 3.5  # s a stream's speech may wait undecoded before it is told i
 class _Close:
     code: int
     reason: str
+
+
+class MessageSink(Protocol):
+    """Where a stream's messages go: protocol v1's `Outbox`, or an interface's translator (streamer/interfaces)."""
+
+    closing: bool
+
+    def send(self, message: ServerMessage) -> None: ...
+    def close(self, code: int, reason: str = "") -> None: ...
+    def fail(self, code: int, message: str) -> None: ...
 
 
 class Outbox:
@@ -134,7 +147,7 @@ class Stream:
     rate: AudioRateLimiter
     journal: JournalWriter | None
     history: StableHistory = field(default_factory=StableHistory)
-    outbox: Outbox | None = None  # None while parked (no connection)
+    outbox: MessageSink | None = None  # None while parked (no connection)
     expired: bool = False  # parked past its window: being finalised, then removed
     failed: bool = False  # closed with 1011 by a worker failure: never resumable
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)  # (stream seconds after a frame, monotonic time)
@@ -183,6 +196,7 @@ class StreamerServer:
         self.routes.add("/metrics", lambda request: self.metrics.response())
         self.routes.add("/v1/token", lambda request: token_endpoint(self.auth, request, time.time(), secure=self._tls is not None))
         self.routes.add_prefix("/v1/sessions/", self._transcript)
+        self.interfaces = Interfaces(self, config)  # Deepgram, OpenAI, Wyoming: their routes and paths
 
     @property
     def scheme(self) -> str:
@@ -218,8 +232,11 @@ class StreamerServer:
             max_size=2 * server_config.max_frame_bytes,
             max_queue=64,
             ssl=self._tls,
+            create_connection=self.interfaces.connection_factory,  # type: ignore[arg-type]  # a front door for uploads
+            select_subprotocol=self.interfaces.select_subprotocol,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
+        await self.interfaces.start()
         return host, port
 
     async def _await_model(self) -> None:
@@ -256,6 +273,7 @@ class StreamerServer:
         self._shutting_down = True
         log.info("shutting down: no new connections; finalising %d stream(s)", len(self.streams))
         self._server.server.close()  # 1. stop accepting
+        await self.interfaces.stop_accepting()
         for stream in list(self.streams.values()):  # 2. finalise, parked streams too
             self._deliver(stream, stream.session.finalize())
         assert self._scheduler is not None
@@ -348,6 +366,11 @@ class StreamerServer:
     # ---- one connection ------------------------------------------------------------------------
 
     async def _handle(self, websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        interface = self.interfaces.websocket_handler(urlsplit(websocket.request.path).path)
+        if interface is not None:
+            await interface(websocket)
+            return
         protocol = SessionProtocol(self._config.server.max_frame_bytes)
         outbox = Outbox(websocket, protocol)
         stream: Stream | None = None
@@ -368,13 +391,7 @@ class StreamerServer:
                 assert stream is not None  # the protocol admits nothing else before `start`
                 session = stream.session
                 if isinstance(message, Audio):
-                    seconds = len(message.data) / (stream.start.bytes_per_frame * stream.start.sample_rate)
-                    stream.rate.take(seconds, time.monotonic())
-                    before = session.audio_seconds
-                    self._deliver(stream, session.on_audio(message.data))
-                    self.metrics.audio_seconds_total.inc(max(0.0, session.audio_seconds - before))
-                    if session.audio_seconds > before:
-                        stream.arrivals.append((session.audio_seconds, time.monotonic()))
+                    self.feed(stream, message.data)
                 elif isinstance(message, Flush):
                     self._deliver(stream, session.flush())
                 elif isinstance(message, Stop):
@@ -410,7 +427,7 @@ class StreamerServer:
             pass
         outbox.fail(decision.close_code, decision.reason)
 
-    async def _open_stream(self, outbox: Outbox, start: Start, key_id: str | None) -> Stream:
+    async def _open_stream(self, outbox: MessageSink, start: Start, key_id: str | None) -> Stream:
         assert self._model is not None
         model = await self._model
         now = time.monotonic()
@@ -485,6 +502,46 @@ class StreamerServer:
         for stable in replay:
             outbox.send(stable)
         return stream
+
+    # ---- the API of the other interfaces (streamer/interfaces): one stream each, never resumed --
+
+    async def open_stream(self, sink: MessageSink, start: Start, key_id: str | None) -> Stream:
+        """Admits and opens a stream whose messages go to `sink`; raises `ProtocolError` when refused."""
+        if start.resume is not None:
+            raise ProtocolError(CloseCode.UNSUPPORTED, "resume is only for protocol v1")
+        return await self._open_stream(sink, start, key_id)
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        """Audio of `stream` in its `start` encoding (raises `ProtocolError` on a limit)."""
+        session = stream.session
+        seconds = len(data) / (stream.start.bytes_per_frame * stream.start.sample_rate)
+        stream.rate.take(seconds, time.monotonic())
+        before = session.audio_seconds
+        self._deliver(stream, session.on_audio(data))
+        self.metrics.audio_seconds_total.inc(max(0.0, session.audio_seconds - before))
+        if session.audio_seconds > before:
+            stream.arrivals.append((session.audio_seconds, time.monotonic()))
+        self._scheduler_wake(session)
+
+    def flush(self, stream: Stream) -> None:
+        self._deliver(stream, stream.session.flush())
+        self._scheduler_wake(stream.session)
+
+    def stop(self, stream: Stream) -> None:
+        """No more audio: what is pending is decoded, journaled and sent, then `End`."""
+        if not stream.session.stopping:
+            self._deliver(stream, stream.session.stop())
+            self._scheduler_wake(stream.session)
+
+    def release(self, stream: Stream, why: str) -> None:
+        """The interface's connection is gone: its pending speech is still decoded and journaled."""
+        stream.outbox = None
+        if stream.failed or self._shutting_down:
+            self._remove(stream, why)
+            return
+        self.stop(stream)  # housekeeping removes it once ended
+        if stream.session.ended:
+            self._remove(stream, why)
 
     def _connection_gone(self, stream: Stream, websocket: ServerConnection, ended_by_error: bool) -> None:
         """The connection of a stream ended: park it for a resume, or let it finish."""
