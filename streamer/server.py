@@ -31,10 +31,12 @@ import ssl
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -42,6 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from model.runtime import release_free_memory
+from model.whisper import Whisper
 
 from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
@@ -71,6 +74,7 @@ from .session import ModelInfo, Session
 from .worker import ModelWorker
 
 log = logging.getLogger("streamer.server")
+T = TypeVar("T")
 
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in a control frame
 AUTH_FIRST_FRAME_TIMEOUT = 10.0  # s a refused client has to send its first frame (its framing)
@@ -510,6 +514,14 @@ class StreamerServer:
         if start.resume is not None:
             raise ProtocolError(CloseCode.UNSUPPORTED, "resume is only for protocol v1")
         return await self._open_stream(sink, start, key_id)
+
+    async def model_info(self) -> ModelInfo:
+        assert self._model is not None
+        return await self._model
+
+    def submit_model_call(self, call: Callable[[Whisper], T]) -> Future[T]:
+        """Work on the model worker between stream batches (an upload's next window)."""
+        return self._worker.submit_call(call)
 
     def feed(self, stream: Stream, data: bytes) -> None:
         """Audio of `stream` in its `start` encoding (raises `ProtocolError` on a limit)."""

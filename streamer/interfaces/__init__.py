@@ -9,6 +9,8 @@ through the server's small API (`StreamerServer.open_stream`, `feed`, `flush`, `
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -19,15 +21,23 @@ from websockets.http11 import Request, Response
 
 from ..auth import AuthDecision, json_response
 from ..config import Config
+from ..http import text_response
 from .credentials import interface_credentials
 from .credentials import select_subprotocol as choose_subprotocol
 from .deepgram_ws import serve_deepgram
+from .http_upload import FrontDoor, UploadConnection
+from .openai_rest import ApiError, models_body
+from .openai_rest_server import RestTranscriptions, too_large, wants_upload
 
 if TYPE_CHECKING:
     from ..server import StreamerServer
 
 WebsocketHandler = Callable[[ServerConnection], Awaitable[None]]
 DEEPGRAM_PATH = "/v1/listen"
+
+
+def _openai_error(status: int, message: str, code: str | None) -> Response:
+    return text_response(HTTPStatus(status), ApiError(status, message, None, code).body().decode("utf-8"), "application/json")
 
 
 class Interfaces:
@@ -39,8 +49,11 @@ class Interfaces:
         self._websockets: dict[str, WebsocketHandler] = {DEEPGRAM_PATH: self._deepgram}
         for path in self._websockets:
             host.routes.add_websocket(path, self._check_handshake)
+        self.rest = RestTranscriptions(host, config.openai, self.authenticate)
+        host.routes.add("/v1/models", self._models)
+        self._accepting = True
 
-    # ---- websocket paths ----------------------------------------------------------------------
+    # ---- authentication -----------------------------------------------------------------------
 
     def authenticate(self, request: Request) -> AuthDecision:
         secure = self._host.scheme == "wss"
@@ -56,6 +69,23 @@ class Interfaces:
         body = {"error": {"message": decision.reason, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
         return json_response(HTTPStatus(decision.http_status), body)
 
+    # ---- plain HTTP ---------------------------------------------------------------------------
+
+    def _models(self, request: Request) -> Response:
+        decision = self.authenticate(request)
+        if not decision.ok:
+            return _openai_error(decision.http_status or 401, decision.reason, "invalid_api_key")
+        return text_response(HTTPStatus.OK, json.dumps(models_body(self._config.model.model)), "application/json")
+
+    def connection_factory(self, *args: Any, **kwargs: Any) -> asyncio.Protocol:
+        """websockets' connection behind a `FrontDoor` that diverts uploads (http_upload.py)."""
+        return FrontDoor(ServerConnection(*args, **kwargs), wants_upload, self._upload_connection)
+
+    def _upload_connection(self) -> asyncio.Protocol:
+        return UploadConnection(self.rest.handle, self._config.openai.max_upload_bytes, too_large(self._config.openai.max_upload_bytes))
+
+    # ---- websocket paths ----------------------------------------------------------------------
+
     def websocket_handler(self, path: str) -> WebsocketHandler | None:
         return self._websockets.get(path)
 
@@ -69,11 +99,8 @@ class Interfaces:
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
-    def connection_factory(self, *args: Any, **kwargs: Any) -> ServerConnection:
-        return ServerConnection(*args, **kwargs)
-
     async def start(self) -> None:
         pass
 
     async def stop_accepting(self) -> None:
-        pass
+        self._accepting = False
