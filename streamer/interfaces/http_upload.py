@@ -17,6 +17,7 @@ from typing import Any
 
 import h11
 from websockets.asyncio.server import ServerConnection
+from websockets.server import ServerProtocol
 
 log = logging.getLogger("streamer.interfaces.http")
 
@@ -147,6 +148,11 @@ class FrontDoor(asyncio.Protocol):
         self._upload = upload
         self._transport: asyncio.BaseTransport | None = None
         self._head = bytearray()
+
+    @property
+    def protocol(self) -> ServerProtocol:
+        """The websockets connection's own (websockets' subprotocol selection checks it)."""
+        return self._websocket.protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
