@@ -27,6 +27,7 @@ from .credentials import select_subprotocol as choose_subprotocol
 from .deepgram_ws import serve_deepgram
 from .http_upload import FrontDoor, UploadConnection
 from .openai_rest import ApiError, models_body
+from .openai_realtime_ws import RealtimeConnection
 from .openai_rest_server import RestTranscriptions, too_large, wants_upload
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 WebsocketHandler = Callable[[ServerConnection], Awaitable[None]]
 DEEPGRAM_PATH = "/v1/listen"
+REALTIME_PATH = "/v1/realtime"
 
 
 def _openai_error(status: int, message: str, code: str | None) -> Response:
@@ -46,7 +48,7 @@ class Interfaces:
     def __init__(self, host: StreamerServer, config: Config) -> None:
         self._host = host
         self._config = config
-        self._websockets: dict[str, WebsocketHandler] = {DEEPGRAM_PATH: self._deepgram}
+        self._websockets: dict[str, WebsocketHandler] = {DEEPGRAM_PATH: self._deepgram, REALTIME_PATH: self._realtime}
         for path in self._websockets:
             host.routes.add_websocket(path, self._check_handshake)
         self.rest = RestTranscriptions(host, config.openai, self.authenticate)
@@ -96,6 +98,11 @@ class Interfaces:
         assert websocket.request is not None
         decision = self.authenticate(websocket.request)
         await serve_deepgram(self._host, self._config.deepgram, websocket, decision.key_id)
+
+    async def _realtime(self, websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        decision = self.authenticate(websocket.request)
+        await RealtimeConnection(self._host, websocket).run(decision.key_id)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
