@@ -221,7 +221,10 @@ class RealtimeSession:
                 out.extend(self._vad(message))
             elif isinstance(message, Stable):
                 out.extend(self._stable(message))
-        if self.awaiting_completion and not speech_pending:
+        # A commit flushes all pending text at once: the batch bringing it ends the turn, even
+        # while the stream's VAD still hears speech (the client cut the turn mid-speech).
+        flushed = self.turn_detection is None and any(isinstance(m, Stable) for m in messages)
+        if self.awaiting_completion and (not speech_pending or flushed):
             out.extend(self._complete())
         return out
 
