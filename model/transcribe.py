@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.runtime import return_freed_memory_to_os
-
-from model.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
+from model.audio import (
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    load_audio,
+    log_mel_spectrogram,
+    pad_or_trim,
+)
 from model.decoding import (
     TIME_PRECISION,
     DecodingOptions,
@@ -35,11 +40,13 @@ from model.decoding import (
     model_tokenizer,
 )
 from model.profile import StageClock, timed
+from model.runtime import return_freed_memory_to_os
 from model.timing import Word, window_word_timestamps
 from model.tokenizer import TASKS, normalize_language
 from model.whisper import Whisper
 
 __all__ = [
+    "FileTranscription",
     "Segment",
     "Transcript",
     "WindowOptions",
@@ -47,7 +54,6 @@ __all__ = [
     "Word",
     "decode_mel_windows",
     "decode_windows",
-    "FileTranscription",
     "split_segments",
     "transcribe",
     "transcribe_many",

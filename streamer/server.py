@@ -46,7 +46,16 @@ from websockets.http11 import Request, Response
 from model.runtime import release_free_memory
 from model.whisper import Whisper
 
-from .auth import Authenticator, AuthDecision, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
+from .auth import (
+    AuthDecision,
+    Authenticator,
+    StreamLimiter,
+    TokenSigner,
+    credentials_from_request,
+    json_response,
+    load_key_store,
+    token_endpoint,
+)
 from .config import Config
 from .http import STATIC_DIR, HttpRoutes, text_response
 from .interfaces import Interfaces
@@ -473,7 +482,7 @@ class StreamerServer:
         self._deliver(stream, session.open())
         return stream
 
-    def _resume_stream(self, outbox: Outbox, start: Start, key_id: str | None, now: float) -> Stream:
+    def _resume_stream(self, outbox: MessageSink, start: Start, key_id: str | None, now: float) -> Stream:
         assert start.resume is not None
         request = parse_resume(start.resume)
         live = self.streams.get(request.session_id)

@@ -30,7 +30,12 @@ from model.decoding import TIME_PRECISION, model_tokenizer
 from model.profile import StageClock
 from model.runtime import cpu_has_native_bfloat16
 from model.tokenizer import Tokenizer
-from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
+from model.transcribe import (
+    DEFAULT_TEMPERATURES,
+    WindowOptions,
+    WindowResult,
+    decode_windows,
+)
 from model.weights import default_device, load_model
 from model.whisper import Whisper
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -16,17 +17,25 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.daemon import Daemon
 from benchmarks.wer import word_error_rate
-from streamer.interfaces.deepgram import DeepgramTranslator, parse_client_text, parse_query, SchemaError, CloseStream, Finalize, KeepAlive
+from streamer.interfaces.deepgram import (
+    CloseStream,
+    DeepgramTranslator,
+    Finalize,
+    KeepAlive,
+    SchemaError,
+    parse_client_text,
+    parse_query,
+)
 from streamer.interfaces.g711 import alaw_to_pcm16, ulaw_to_pcm16
 from streamer.protocol import End, Partial, ProtocolError, Stable, VadEvent, WordTiming
 from tests.conftest import INTERFACE_KEY, clip_by_id
 from tests.interface_clips import chunks, encode, pcm16
 
 deepgram = pytest.importorskip("deepgram", reason="the test extra's deepgram-sdk is not installed")
-from deepgram import DeepgramClient  # noqa: E402
-from deepgram.core.api_error import ApiError  # noqa: E402
-from deepgram.core.events import EventType  # noqa: E402
-from deepgram.environment import DeepgramClientEnvironment  # noqa: E402
+from deepgram import DeepgramClient
+from deepgram.core.api_error import ApiError
+from deepgram.core.events import EventType
+from deepgram.environment import DeepgramClientEnvironment
 
 CLIP = "ls_1272-128104-0000"
 
@@ -141,7 +150,7 @@ def test_sdk_linear16_transcribes_a_clip_with_deepgrams_message_sequence(daemon:
     assert types[0] == "SpeechStarted" and types[-1] == "Metadata"
     assert word_error_rate([clip.text], [_transcript(messages)]) < 0.15
     finals = _finals(messages)
-    for before, after in zip(finals, finals[1:]):
+    for before, after in itertools.pairwise(finals):
         assert abs(before.start + before.duration - after.start) < 1e-3  # finals cover the audio once
     assert finals[-1].speech_final or finals[-1].from_finalize
     assert finals[0].metadata.model_info.name == "nova-3"
@@ -167,9 +176,8 @@ def test_sdk_webm_opus_container_is_decoded_by_ffmpeg(daemon: Daemon, shared_dat
 def test_bad_key_is_refused_at_the_handshake_with_401(keyed_daemon: Daemon) -> None:
     # deepgram-sdk 7 wraps the 401 in its ApiError with websockets' legacy API; with websockets 14+
     # the handshake's own InvalidStatus reaches the caller.
-    with pytest.raises((ApiError, InvalidStatus)) as refused:
-        with _client(keyed_daemon, "wrong-key").listen.v1.connect(model="nova-3"):
-            pass
+    with pytest.raises((ApiError, InvalidStatus)) as refused, _client(keyed_daemon, "wrong-key").listen.v1.connect(model="nova-3"):
+        pass
     error = refused.value
     assert (error.status_code if isinstance(error, ApiError) else error.response.status_code) == 401
 

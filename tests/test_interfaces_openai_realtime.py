@@ -16,7 +16,12 @@ from websockets.exceptions import InvalidStatus
 
 from benchmarks.daemon import Daemon
 from benchmarks.wer import word_error_rate
-from streamer.interfaces.openai_realtime import AppendAudio, CommitTurn, OpenStream, RealtimeSession
+from streamer.interfaces.openai_realtime import (
+    AppendAudio,
+    CommitTurn,
+    OpenStream,
+    RealtimeSession,
+)
 from streamer.protocol import Partial, Stable, VadEvent
 from tests.conftest import INTERFACE_KEY, clip_by_id
 from tests.interface_clips import chunks, pcm16

@@ -10,8 +10,8 @@ import pytest
 
 from benchmarks.daemon import Daemon
 from benchmarks.wer import word_error_rate
-from model.transcribe import Segment, Transcript
 from model.timing import Word
+from model.transcribe import Segment, Transcript
 from streamer.interfaces.multipart_form import Form, UploadedFile, parse_form
 from streamer.interfaces.openai_rest import ApiError, parse_request, render, sse_done
 from tests.conftest import INTERFACE_KEY, clip_by_id

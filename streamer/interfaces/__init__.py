@@ -26,8 +26,8 @@ from .credentials import interface_credentials
 from .credentials import select_subprotocol as choose_subprotocol
 from .deepgram_ws import serve_deepgram
 from .http_upload import FrontDoor, UploadConnection
-from .openai_rest import ApiError, models_body
 from .openai_realtime_ws import RealtimeConnection
+from .openai_rest import ApiError, models_body
 from .openai_rest_server import RestTranscriptions, too_large, wants_upload
 
 if TYPE_CHECKING:

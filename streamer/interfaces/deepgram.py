@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..protocol import CloseCode, End, Partial, ProtocolError, ServerMessage, Stable, Start, VadEvent, WordTiming
+from ..protocol import (
+    CloseCode,
+    End,
+    Partial,
+    ProtocolError,
+    ServerMessage,
+    Stable,
+    Start,
+    VadEvent,
+    WordTiming,
+)
 
 ENCODINGS = ("linear16", "mulaw", "alaw")
 TRUE = ("true", "1", "yes")

@@ -15,7 +15,17 @@ from websockets.exceptions import ConnectionClosed
 from ..config import DeepgramConfig
 from ..protocol import CloseCode, ProtocolError, ServerMessage
 from .container import StreamDecoder
-from .deepgram import CloseStream, Configure, DeepgramOptions, DeepgramTranslator, Finalize, SchemaError, error_message, parse_client_text, parse_query
+from .deepgram import (
+    CloseStream,
+    Configure,
+    DeepgramOptions,
+    DeepgramTranslator,
+    Finalize,
+    SchemaError,
+    error_message,
+    parse_client_text,
+    parse_query,
+)
 from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .sink import CloseFrame, Frame, TranslatingSink
 

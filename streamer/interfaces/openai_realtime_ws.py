@@ -12,7 +12,13 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol import CloseCode, ProtocolError, ServerMessage
 from .credentials import offered_subprotocols
-from .openai_realtime import AppendAudio, CommitTurn, OpenStream, RealtimeError, RealtimeSession
+from .openai_realtime import (
+    AppendAudio,
+    CommitTurn,
+    OpenStream,
+    RealtimeError,
+    RealtimeSession,
+)
 from .sink import CloseFrame, Frame, TranslatingSink
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clients.writers import TranscriptFormat, render as render_captions
+from clients.writers import TranscriptFormat
+from clients.writers import render as render_captions
 from model.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 from model.transcribe import DEFAULT_TEMPERATURES, Segment, Transcript
 
@@ -129,7 +130,8 @@ def render(options: RestOptions, transcript: Transcript, duration: float) -> Ren
     if fmt == "text":
         return Rendered("text/plain; charset=utf-8", (transcript.text + "\n").encode("utf-8"))
     if fmt in ("srt", "vtt"):
-        text = render_captions(transcript.segments, TranscriptFormat.SRT if fmt == "srt" else TranscriptFormat.VTT)
+        # type: ignore: SegmentLike declares settable attributes; Segment is frozen (as in model.transcribe)
+        text = render_captions(transcript.segments, TranscriptFormat.SRT if fmt == "srt" else TranscriptFormat.VTT)  # type: ignore[arg-type]
         return Rendered("text/plain; charset=utf-8", text.encode("utf-8"))
     body: dict[str, Any] = {"text": transcript.text, "usage": _usage(duration)}
     if fmt == "verbose_json":
@@ -147,7 +149,7 @@ def render(options: RestOptions, transcript: Transcript, duration: float) -> Ren
 
 
 def sse(body: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode("utf-8")
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
 def sse_deltas(segments: Sequence[Segment], first: bool) -> bytes:

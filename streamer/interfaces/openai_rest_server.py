@@ -23,7 +23,15 @@ from ..config import OpenAIConfig
 from .container import DecodeError, decode_file
 from .http_upload import UploadRequest, UploadResponse
 from .multipart_form import FormError, parse_form
-from .openai_rest import ApiError, RestOptions, parse_request, render, sse_deltas, sse_done, sse_error
+from .openai_rest import (
+    ApiError,
+    RestOptions,
+    parse_request,
+    render,
+    sse_deltas,
+    sse_done,
+    sse_error,
+)
 
 if TYPE_CHECKING:
     from ..server import StreamerServer
