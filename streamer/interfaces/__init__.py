@@ -29,6 +29,7 @@ from .http_upload import FrontDoor, UploadConnection
 from .openai_realtime_ws import RealtimeConnection
 from .openai_rest import ApiError, models_body
 from .openai_rest_server import RestTranscriptions, too_large, wants_upload
+from .wyoming_server import WyomingServer
 
 if TYPE_CHECKING:
     from ..server import StreamerServer
@@ -53,7 +54,7 @@ class Interfaces:
             host.routes.add_websocket(path, self._check_handshake)
         self.rest = RestTranscriptions(host, config.openai, self.authenticate)
         host.routes.add("/v1/models", self._models)
-        self._accepting = True
+        self._wyoming = WyomingServer(host, config.wyoming.uri) if config.wyoming.uri else None
 
     # ---- authentication -----------------------------------------------------------------------
 
@@ -107,7 +108,9 @@ class Interfaces:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        pass
+        if self._wyoming is not None:
+            await self._wyoming.start()
 
     async def stop_accepting(self) -> None:
-        self._accepting = False
+        if self._wyoming is not None:
+            self._wyoming.close()
