@@ -11,16 +11,21 @@ import pytest
 
 from benchmarks.daemon import Daemon
 from benchmarks.wer import word_error_rate
-from streamer.interfaces.wyoming import FeedAudio, OpenStream, StopStream, WyomingSession
+from streamer.interfaces.wyoming import (
+    FeedAudio,
+    OpenStream,
+    StopStream,
+    WyomingSession,
+)
 from streamer.protocol import End, Stable
 from tests.conftest import clip_by_id
 from tests.interface_clips import chunks, pcm16
 
 pytest.importorskip("wyoming")
-from wyoming.asr import Transcribe, Transcript  # noqa: E402
-from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.info import Describe, Info  # noqa: E402
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
 
 CLIPS = ("ls_1272-128104-0000", "lj_LJ001-0016")
 
