@@ -54,7 +54,7 @@ class Interfaces:
             host.routes.add_websocket(path, self._check_handshake)
         self.rest = RestTranscriptions(host, config.openai, self.authenticate)
         host.routes.add("/v1/models", self._models)
-        self._wyoming = WyomingServer(host, config.wyoming.uri) if config.wyoming.uri else None
+        self._wyoming = WyomingServer(host, config.wyoming.uri, config.model.model) if config.wyoming.uri else None
 
     # ---- authentication -----------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
 
+from model.tokenizer import LANGUAGES
+
 from ..protocol import ProtocolError, ServerMessage
 from .wyoming import FeedAudio, OpenStream, StopStream, WyomingSession
 
@@ -69,9 +71,10 @@ class _Sink:
 
 
 class WyomingServer:
-    def __init__(self, host: StreamerServer, uri: str) -> None:
+    def __init__(self, host: StreamerServer, uri: str, model_name: str) -> None:
         self._host = host
         self._uri = uri
+        self._model_name = model_name
         self._server: asyncio.Server | None = None
 
     async def start(self) -> tuple[str, int]:
@@ -86,8 +89,9 @@ class WyomingServer:
             self._server.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        info = await self._host.model_info()
-        session = WyomingSession(info.name, languages=["en"] if not info.multilingual else [])
+        # `describe` must be answered within 1 s, even while the model loads: named as configured.
+        english_only = self._model_name.endswith(".en")
+        session = WyomingSession(self._model_name, languages=["en"] if english_only else sorted(LANGUAGES))
         sink = _Sink(session, writer)
         stream: Stream | None = None
         try:
