@@ -51,6 +51,7 @@ def test_query_maps_onto_a_stream_and_ignores_unknown_parameters() -> None:
     assert options.keyterms == ("Quilter", "gospel")
     start = options.start()
     assert (start.sample_rate, start.encoding, start.language, start.events) == (8000, "pcm_s16le", "en", ("vad",))
+    assert start.prompt == " Quilter, gospel."  # key terms become the decoder's previous-text context
     assert parse_query("language=multi").language == "auto"
     assert parse_query("sample_rate=44100").start().sample_rate == 16000  # without encoding: a container, decoded to 16 kHz
     with pytest.raises(ProtocolError):

@@ -44,10 +44,10 @@ def test_ga_update_then_audio_opens_a_24khz_stream() -> None:
     session = RealtimeSession(beta=False)
     assert session.created()["type"] == "session.created"
     _, events = _send(session, type="session.update", session={"type": "transcription", "audio": {"input": {
-        "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"model": "gpt-4o-transcribe", "language": "en"}, "turn_detection": None}}})
+        "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"model": "gpt-4o-transcribe", "language": "en", "prompt": "Quilter"}, "turn_detection": None}}})
     assert events[0]["type"] == "session.updated" and events[0]["session"]["audio"]["input"]["turn_detection"] is None
     actions, _ = _send(session, type="input_audio_buffer.append", audio=base64.b64encode(bytes(4800)).decode())
-    assert isinstance(actions[0], OpenStream) and (actions[0].start.sample_rate, actions[0].start.language) == (24000, "en")
+    assert isinstance(actions[0], OpenStream) and (actions[0].start.sample_rate, actions[0].start.language, actions[0].start.prompt) == (24000, "en", " Quilter")
     assert isinstance(actions[1], AppendAudio) and len(actions[1].pcm) == 4800
 
 

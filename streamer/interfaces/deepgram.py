@@ -59,7 +59,13 @@ class DeepgramOptions:
             channels=self.channels if raw else 1,
             language=self.language,
             events=("vad",),
+            prompt=keyterm_prompt(self.keyterms),
         )
+
+
+def keyterm_prompt(terms: tuple[str, ...]) -> str:
+    """Key terms as Whisper's previous-text context, which biases it towards their spelling."""
+    return " " + ", ".join(t.strip() for t in terms if t.strip()) + "." if any(t.strip() for t in terms) else ""
 
 
 def whisper_language(tag: str) -> str:

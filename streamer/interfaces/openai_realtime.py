@@ -174,7 +174,7 @@ class RealtimeSession:
 
     def start(self) -> Start:
         rate = PCM_RATE if self.audio_format == "pcm16" else G711_RATE
-        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",))
+        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",), prompt=" " + self.prompt.strip() if self.prompt else "")
 
     def _append(self, audio: Any) -> list[Action]:
         if not isinstance(audio, str):
