@@ -102,3 +102,13 @@ def test_sdk_errors_in_openais_shape(keyed_daemon: Daemon, shared_data) -> None:
         _client(keyed_daemon, INTERFACE_KEY).audio.translations.create(model="whisper-1", file=("a.wav", clip.path.read_bytes(), "audio/wav"))
     models = _client(keyed_daemon, INTERFACE_KEY).models.list()
     assert "tiny.en" in [m.id for m in models.data]
+
+
+@pytest.mark.slow
+def test_curl_style_upload_with_expect_100_continue(daemon: Daemon, shared_data) -> None:
+    clip = clip_by_id(shared_data, CLIP)
+    files = {"file": ("a.wav", clip.path.read_bytes(), "audio/wav")}
+    response = httpx.post(f"{daemon.http_url}/v1/audio/transcriptions", files=files, data={"response_format": "text"},
+                          headers={"Expect": "100-continue"}, timeout=120)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert word_error_rate([clip.text], [response.text]) < 0.1

@@ -85,6 +85,8 @@ class UploadConnection(asyncio.Protocol):
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and length.isdigit() and int(length) > self._max_body:
                     self._reply(self._too_large(int(length)))
+                elif self._h11.they_are_waiting_for_100_continue:
+                    self._write(h11.InformationalResponse(status_code=100, headers=[]))  # curl waits for it before a large body
             elif isinstance(event, h11.Data):
                 self._body.extend(event.data)
                 if len(self._body) > self._max_body:
