@@ -227,3 +227,38 @@ def test_no_audio_closes_with_1011_net_0001(keyed_daemon: Daemon) -> None:
     code, reason, waited = asyncio.run(_idle(f"ws://{keyed_daemon.address}/v1/listen?encoding=linear16"))
     assert (code, reason) == (1011, "NET-0001")
     assert 1.0 < waited < 10  # the fixture's idle_timeout is 1.5 s
+
+
+async def _bad_neighbours(address: str) -> list[Any]:
+    """Bad input on each other interface: each is refused alone, in its own shape."""
+    import httpx
+
+    outcomes: list[Any] = []
+    async with connect(f"ws://{address}/v1/listen?encoding=flac") as ws:
+        outcomes.append((json.loads(await ws.recv())["type"], (await asyncio.wait_for(ws.wait_closed(), 10), ws.close_code)[1]))
+    async with connect(f"ws://{address}/v1/realtime?intent=transcription") as ws:
+        await ws.recv()  # session.created
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "not base64!"}))
+        outcomes.append(json.loads(await ws.recv())["error"]["code"])
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"http://{address}/v1/audio/transcriptions", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data; boundary=x"})
+        outcomes.append((response.status_code, response.json()["error"]["type"]))
+    return outcomes
+
+
+@pytest.mark.slow
+def test_bad_input_elsewhere_leaves_a_live_stream_untouched(daemon: Daemon, shared_data) -> None:
+    clip = clip_by_id(shared_data, CLIP)
+    outcomes: list[Any] = []
+    neighbour = threading.Thread(target=lambda: outcomes.extend(asyncio.run(_bad_neighbours(daemon.address))))
+    audio = chunks(pcm16(clip.path) + bytes(32000), 3200)
+
+    def start_neighbours_midway() -> None:
+        time.sleep(0.5)
+        neighbour.start()
+
+    threading.Thread(target=start_neighbours_midway, daemon=True).start()
+    messages = _run(_client(daemon), audio, pace=0.05, language="en", encoding="linear16", sample_rate=16000)
+    neighbour.join(60)
+    assert outcomes == [("Error", 4415), "invalid_value", (400, "invalid_request_error")]
+    assert word_error_rate([clip.text], [_transcript(messages)]) < 0.15
