@@ -161,8 +161,9 @@ def run_realtime(address: str, clip: Clip, speed: float) -> list[Event]:
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         for event in conn:
-            if event.type == "conversation.item.input_audio_transcription.delta" and event.delta.strip():
-                log.stable(event.delta.strip(), 0.0, 0.0)
+            delta = getattr(event, "delta", None) if event.type == "conversation.item.input_audio_transcription.delta" else None
+            if isinstance(delta, str) and delta.strip():
+                log.stable(delta.strip(), 0.0, 0.0)
         sender.join(10)
     return log.events
 
@@ -190,8 +191,10 @@ def run_rest(address: str, clip: Clip, model: str, workdir: Path) -> list[RestSc
         elif fmt == "srt":
             blocks = audio.create(model="whisper-1", file=upload, response_format="srt").strip().split("\n\n")
             text = " ".join(" ".join(b.split("\n")[2:]) for b in blocks)
+        elif fmt == "verbose_json":
+            text = audio.create(model="whisper-1", file=upload, response_format="verbose_json").text
         else:
-            text = audio.create(model="whisper-1", file=upload, response_format=fmt).text  # type: ignore[arg-type]
+            text = audio.create(model="whisper-1", file=upload, response_format="json").text
         scores.append(RestScore(clip.id, fmt, word_error_rate([reference], [text]), time.perf_counter() - began, offline_wer, offline_wall))
     return scores
 
