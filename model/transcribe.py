@@ -38,6 +38,7 @@ from model.tokenizer import TASKS, normalize_language
 from model.whisper import Whisper
 
 __all__ = [
+    "FileTranscription",
     "Segment",
     "Transcript",
     "WindowOptions",
@@ -493,6 +494,68 @@ class _FileProgress:
         return Transcript("".join(s.text for s in self.segments).strip(), self.language or "en", tuple(self.segments))
 
 
+def _decode_round(
+    model: Whisper,
+    pending: list[_FileProgress],
+    options: WindowOptions,
+    condition_on_previous_text: bool,
+    on_progress: Callable[[float], None] | None,
+) -> None:
+    """The next window of every file in `pending`, decoded as one batch per language."""
+    by_language: dict[str | None, list[_FileProgress]] = {}
+    for f in pending:
+        by_language.setdefault(f.language, []).append(f)
+    for language, group in by_language.items():
+        windows = [f.window() for f in group]
+        results = decode_mel_windows(
+            model,
+            torch.stack([f.window_mel(model) for f in group]),
+            [len(w) for w in windows],
+            [_is_quiet(w) for w in windows],
+            replace(options, language=language),
+            [f.prompt() for f in group],
+        )
+        for f, result in zip(group, results):
+            moved = f.advance(result, condition_on_previous_text)
+            if on_progress is not None:
+                on_progress(moved / SAMPLE_RATE)
+
+
+class FileTranscription:
+    """One file of any length transcribed a window per `step` (as `transcribe` does it whole), so
+    that the caller can do other work between windows: the daemon's model worker decodes live
+    streams between an upload's windows."""
+
+    def __init__(
+        self,
+        model: Whisper,
+        audio: np.ndarray,
+        options: WindowOptions = WindowOptions(),
+        *,
+        initial_prompt: str | None = None,
+        condition_on_previous_text: bool = True,
+    ) -> None:
+        tokenizer = model_tokenizer(model, options.language, options.task)
+        initial = tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt and initial_prompt.strip() else []
+        self._file = _FileProgress(np.asarray(audio, dtype=np.float32), options.language, list(initial))
+        self._options = options
+        self._condition = condition_on_previous_text
+
+    @property
+    def done(self) -> bool:
+        return self._file.done
+
+    def step(self, model: Whisper) -> list[Segment]:
+        """Decodes the next window; returns the segments it settled."""
+        settled = len(self._file.segments)
+        if not self._file.done:
+            _decode_round(model, [self._file], self._options, self._condition, None)
+        return self._file.segments[settled:]
+
+    def transcript(self) -> Transcript:
+        return self._file.transcript()
+
+
 def transcribe_many(
     model: Whisper,
     audios: Sequence[np.ndarray],
@@ -518,24 +581,7 @@ def transcribe_many(
         pending = [f for f in files if not f.done][:batch_size]
         if not pending:
             break
-        # One call per language: a call's options carry a single language.
-        by_language: dict[str | None, list[_FileProgress]] = {}
-        for f in pending:
-            by_language.setdefault(f.language, []).append(f)
-        for language, group in by_language.items():
-            windows = [f.window() for f in group]
-            results = decode_mel_windows(
-                model,
-                torch.stack([f.window_mel(model) for f in group]),
-                [len(w) for w in windows],
-                [_is_quiet(w) for w in windows],
-                replace(options, language=language),
-                [f.prompt() for f in group],
-            )
-            for f, result in zip(group, results):
-                moved = f.advance(result, condition_on_previous_text)
-                if on_progress is not None:
-                    on_progress(moved / SAMPLE_RATE)
+        _decode_round(model, pending, options, condition_on_previous_text, on_progress)
     return [f.transcript() for f in files]
 
 

@@ -172,6 +172,32 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class DeepgramConfig:
+    idle_timeout: float = 10.0  # seconds without any frame (audio or KeepAlive) before close 1011 NET-0001
+
+    def __post_init__(self) -> None:
+        _check(0.1 <= self.idle_timeout <= 3600.0, f"deepgram.idle_timeout must be in 0.1..3600 s, got {self.idle_timeout}")
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    max_upload_bytes: int = 25 * 1000 * 1000  # POST /v1/audio/* bodies above this get 413 (OpenAI's own limit)
+    max_uploads: int = 2  # uploads transcribed at once; more get 429
+
+    def __post_init__(self) -> None:
+        _check(self.max_upload_bytes >= 1024, f"openai.max_upload_bytes must be >= 1024, got {self.max_upload_bytes}")
+        _check(self.max_uploads >= 1, f"openai.max_uploads must be >= 1, got {self.max_uploads}")
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    uri: str = ""  # tcp://HOST:PORT for Home Assistant's Wyoming protocol; empty: off
+
+    def __post_init__(self) -> None:
+        _check(not self.uri or self.uri.startswith("tcp://"), f"wyoming.uri must be tcp://HOST:PORT or empty, got {self.uri!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -180,6 +206,9 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    deepgram: DeepgramConfig = field(default_factory=DeepgramConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
 
 def _check(ok: bool, message: str) -> None:

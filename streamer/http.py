@@ -35,12 +35,19 @@ class HttpRoutes:
     def __init__(self, static_dir: Path = STATIC_DIR) -> None:
         self._routes: dict[str, RouteHandler] = {}
         self._prefixes: dict[str, RouteHandler] = {}
+        self._websockets: dict[str, Callable[[Request], Response | None]] = {}
         self._static_dir = static_dir.resolve()
 
     def add(self, path: str, handler: RouteHandler) -> None:
         if path in self._routes or path == STREAM_PATH:
             raise ValueError(f"route {path} is already taken")
         self._routes[path] = handler
+
+    def add_websocket(self, path: str, check: Callable[[Request], Response | None]) -> None:
+        """Another websocket path (streamer/interfaces): `check` refuses the handshake with a response, or lets it on."""
+        if path in self._routes or path in self._websockets or path == STREAM_PATH:
+            raise ValueError(f"route {path} is already taken")
+        self._websockets[path] = check
 
     def add_prefix(self, prefix: str, handler: RouteHandler) -> None:
         """Every path under `prefix` (which ends with "/") goes to `handler`, which validates the rest."""
@@ -52,6 +59,9 @@ class HttpRoutes:
         path = urlsplit(request.path).path
         if path == STREAM_PATH:
             return None  # the websocket handshake proceeds (and answers 426 to plain HTTP)
+        check = self._websockets.get(path)
+        if check is not None:
+            return check(request)
         handler = self._routes.get(path)
         if handler is not None:
             return handler(request)

@@ -69,6 +69,7 @@ class Start:
     events: tuple[str, ...] = ()
     version: int = PROTOCOL_VERSION
     resume: Mapping[str, Any] | None = None
+    prompt: str = ""  # initial decoder context (the drop-in interfaces' keyterms / prompt; not on the v1 wire)
 
     def __post_init__(self) -> None:
         if self.version != PROTOCOL_VERSION:

@@ -35,20 +35,26 @@ import ssl
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from model.runtime import release_free_memory
+from model.whisper import Whisper
 
 from .auth import AuthDecision, Authenticator, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
 from .config import Config
 from .handover import plan_handover
 from .http import STATIC_DIR, HttpRoutes, text_response
+from .interfaces import Interfaces
 from .journal import Journal, JournalWriter, transcript_response
 from .limits import AdmissionControl, AudioRateLimiter, WorkerLoad
 from .metrics import StreamerMetrics
@@ -75,6 +81,7 @@ from .store import SessionStore, StoredSession, committed_text, make_store
 from .worker import ModelWorker
 
 log = logging.getLogger("streamer.server")
+T = TypeVar("T")
 
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in a control frame
 AUTH_FIRST_FRAME_TIMEOUT = 10.0  # s a refused client has to send its first frame (its framing)
@@ -88,6 +95,19 @@ DEGRADED_LAG = 3.5  # s a stream's speech may wait undecoded before it is told i
 class _Close:
     code: int
     reason: str
+
+
+class MessageSink(Protocol):
+    """Where a stream's messages go: protocol v1's `Outbox`, or an interface's translator (streamer/interfaces)."""
+
+    closing: bool
+    task: asyncio.Task[None]  # the writer: done once the connection's last frame is out
+
+    # `after`: a stable's write to the shared store; protocol v1 sends the stable only once it is
+    # stored (a resume elsewhere must find it). The other interfaces never resume and ignore it.
+    def send(self, message: ServerMessage, after: asyncio.Future[bool] | None = None) -> None: ...
+    def close(self, code: int, reason: str = "") -> None: ...
+    def fail(self, code: int, message: str) -> None: ...
 
 
 class Outbox:
@@ -151,7 +171,7 @@ class Stream:
     rate: AudioRateLimiter
     journal: JournalWriter | None
     history: StableHistory = field(default_factory=StableHistory)
-    outbox: Outbox | None = None  # None while parked (no connection)
+    outbox: MessageSink | None = None  # None while parked (no connection)
     expired: bool = False  # parked past its window: being finalised, then removed
     failed: bool = False  # closed with 1011 by a worker failure: never resumable
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)  # (stream seconds after a frame, monotonic time)
@@ -201,6 +221,7 @@ class StreamerServer:
         self.routes.add("/metrics", lambda request: self.metrics.response())
         self.routes.add("/v1/token", lambda request: token_endpoint(self.auth, request, time.time(), secure=self._tls is not None))
         self.routes.add_prefix("/v1/sessions/", self._transcript)
+        self.interfaces = Interfaces(self, config)  # Deepgram, OpenAI, Wyoming: their routes and paths
 
     @property
     def scheme(self) -> str:
@@ -237,8 +258,11 @@ class StreamerServer:
             max_size=2 * server_config.max_frame_bytes,
             max_queue=64,
             ssl=self._tls,
+            create_connection=self.interfaces.connection_factory,  # type: ignore[arg-type]  # a front door for uploads
+            select_subprotocol=self.interfaces.select_subprotocol,
         )
         host, port = self._server.sockets[0].getsockname()[:2]
+        await self.interfaces.start()
         return host, port
 
     async def _await_model(self) -> None:
@@ -275,14 +299,15 @@ class StreamerServer:
         self._shutting_down = True
         log.info("shutting down: no new connections; finalising %d stream(s)", len(self.streams))
         self._server.server.close()  # 1. stop accepting
-        # 2. finalise, parked streams too; with a shared store and server.drain_finalize off, an
+        await self.interfaces.stop_accepting()
+        # 2. finalise, parked streams too (the other interfaces' streams always: they never resume); with a shared store and server.drain_finalize off, an
         # attached stream is handed over at once instead: what is committed is stored (flush
         # below), the client resends the rest to the next replica, which goes on mid-utterance
         # (docs/deploy.md). A decode still in flight here lands in the store only while this
         # replica owns the stream, so it is either replayed there or refused, never twice.
         handover = self.store.shared and not self._config.server.drain_finalize
         for stream in list(self.streams.values()):
-            if not (handover and stream.outbox is not None):
+            if not (handover and isinstance(stream.outbox, Outbox)):
                 self._deliver(stream, stream.session.finalize())
         assert self._scheduler is not None
         self._scheduler.wake()
@@ -317,7 +342,7 @@ class StreamerServer:
 
     async def _all_finalised(self, handover: bool = False) -> None:
         def settled(s: Stream) -> bool:
-            return s.session.ended or (handover and s.outbox is not None)
+            return s.session.ended or (handover and isinstance(s.outbox, Outbox))
 
         while not all(settled(s) for s in self.streams.values()):
             await asyncio.sleep(0.05)
@@ -389,6 +414,11 @@ class StreamerServer:
     # ---- one connection ------------------------------------------------------------------------
 
     async def _handle(self, websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        interface = self.interfaces.websocket_handler(urlsplit(websocket.request.path).path)
+        if interface is not None:
+            await interface(websocket)
+            return
         protocol = SessionProtocol(self._config.server.max_frame_bytes)
         outbox = Outbox(websocket, protocol)
         stream: Stream | None = None
@@ -409,13 +439,7 @@ class StreamerServer:
                 assert stream is not None  # the protocol admits nothing else before `start`
                 session = stream.session
                 if isinstance(message, Audio):
-                    seconds = len(message.data) / (stream.start.bytes_per_frame * stream.start.sample_rate)
-                    stream.rate.take(seconds, time.monotonic())
-                    before = session.audio_seconds
-                    self._deliver(stream, session.on_audio(message.data))
-                    self.metrics.audio_seconds_total.inc(max(0.0, session.audio_seconds - before))
-                    if session.audio_seconds > before:
-                        stream.arrivals.append((session.audio_seconds, time.monotonic()))
+                    self.feed(stream, message.data)
                 elif isinstance(message, Flush):
                     self._deliver(stream, session.flush())
                 elif isinstance(message, Stop):
@@ -451,7 +475,7 @@ class StreamerServer:
             pass
         outbox.fail(decision.close_code, decision.reason)
 
-    async def _open_stream(self, outbox: Outbox, start: Start, key_id: str | None) -> Stream:
+    async def _open_stream(self, outbox: MessageSink, start: Start, key_id: str | None) -> Stream:
         assert self._model is not None
         model = await self._model
         now = time.monotonic()
@@ -501,7 +525,7 @@ class StreamerServer:
         if key_id is not None and self.auth.keys.by_id(key_id) is not None:
             self._limiter.release(key_id)
 
-    def _register(self, session: Session, start: Start, key_id: str | None, journal: JournalWriter, outbox: Outbox, now: float) -> Stream:
+    def _register(self, session: Session, start: Start, key_id: str | None, journal: JournalWriter, outbox: MessageSink, now: float) -> Stream:
         limits = self._config.server
         stream = Stream(session, start, key_id, AudioRateLimiter(limits.max_audio_rate, limits.audio_burst, now), journal, outbox=outbox)
         self.sessions[session.id] = session
@@ -526,7 +550,7 @@ class StreamerServer:
         self._remove(local, "stale copy")
         return stored
 
-    def _adopt_stream(self, outbox: Outbox, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo, stored: StoredSession) -> Stream:
+    def _adopt_stream(self, outbox: MessageSink, start: Start, key_id: str | None, request: ResumeRequest, model: ModelInfo, stored: StoredSession) -> Stream:
         """Continues here a stream claimed from the shared store (committed by another replica)."""
         now = time.monotonic()
         self._admit(key_id, now, moved=True)
@@ -553,7 +577,7 @@ class StreamerServer:
             outbox.send(stable)
         return stream
 
-    def _resume_stream(self, outbox: Outbox, start: Start, key_id: str | None, now: float) -> Stream:
+    def _resume_stream(self, outbox: MessageSink, start: Start, key_id: str | None, now: float) -> Stream:
         assert start.resume is not None
         request = parse_resume(start.resume)
         live = self.streams.get(request.session_id)
@@ -586,6 +610,54 @@ class StreamerServer:
         for stable in replay:
             outbox.send(stable)
         return stream
+
+    # ---- the API of the other interfaces (streamer/interfaces): one stream each, never resumed --
+
+    async def open_stream(self, sink: MessageSink, start: Start, key_id: str | None) -> Stream:
+        """Admits and opens a stream whose messages go to `sink`; raises `ProtocolError` when refused."""
+        if start.resume is not None:
+            raise ProtocolError(CloseCode.UNSUPPORTED, "resume is only for protocol v1")
+        return await self._open_stream(sink, start, key_id)
+
+    async def model_info(self) -> ModelInfo:
+        assert self._model is not None
+        return await self._model
+
+    def submit_model_call(self, call: Callable[[Whisper], T]) -> Future[T]:
+        """Work on the model worker between stream batches (an upload's next window)."""
+        return self._worker.submit_call(call)
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        """Audio of `stream` in its `start` encoding (raises `ProtocolError` on a limit)."""
+        session = stream.session
+        seconds = len(data) / (stream.start.bytes_per_frame * stream.start.sample_rate)
+        stream.rate.take(seconds, time.monotonic())
+        before = session.audio_seconds
+        self._deliver(stream, session.on_audio(data))
+        self.metrics.audio_seconds_total.inc(max(0.0, session.audio_seconds - before))
+        if session.audio_seconds > before:
+            stream.arrivals.append((session.audio_seconds, time.monotonic()))
+        self._scheduler_wake(session)
+
+    def flush(self, stream: Stream) -> None:
+        self._deliver(stream, stream.session.flush())
+        self._scheduler_wake(stream.session)
+
+    def stop(self, stream: Stream) -> None:
+        """No more audio: what is pending is decoded, journaled and sent, then `End`."""
+        if not stream.session.stopping:
+            self._deliver(stream, stream.session.stop())
+            self._scheduler_wake(stream.session)
+
+    def release(self, stream: Stream, why: str) -> None:
+        """The interface's connection is gone: its pending speech is still decoded and journaled."""
+        stream.outbox = None
+        if stream.failed or self._shutting_down:
+            self._remove(stream, why)
+            return
+        self.stop(stream)  # housekeeping removes it once ended
+        if stream.session.ended:
+            self._remove(stream, why)
 
     def _connection_gone(self, stream: Stream, websocket: ServerConnection, ended_by_error: bool) -> None:
         """The connection of a stream ended: park it for a resume, or let it finish."""

@@ -109,7 +109,7 @@ class Session:
         self._buffer = AudioBuffer()
         self._fixed_language = language != "auto" or not model.multilingual
         self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
-        self._prompt = ""  # committed text before the buffer, given to the decoder as context...
+        self._prompt = start.prompt  # committed text before the buffer, given to the decoder as context...
         self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
         self._unprompted = False  # this utterance is decoded without the prompt (see `apply_result`)
         self._head: str | None = None  # word_key() the next decode should begin with (`_begin_next_utterance`)

@@ -18,9 +18,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,7 +30,12 @@ from model.decoding import TIME_PRECISION, model_tokenizer
 from model.profile import StageClock
 from model.runtime import cpu_has_native_bfloat16
 from model.tokenizer import Tokenizer
-from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows
+from model.transcribe import (
+    DEFAULT_TEMPERATURES,
+    WindowOptions,
+    WindowResult,
+    decode_windows,
+)
 from model.weights import default_device, load_model
 from model.whisper import Whisper
 
@@ -38,6 +44,9 @@ from .session import ModelInfo
 from .tick import Hypothesis, TickRequest, Word
 
 log = logging.getLogger("streamer.worker")
+
+T = TypeVar("T")
+ModelCall = Callable[[Whisper], Any]  # work other than a tick batch, run on the model in the worker thread
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class ModelWorker:
             logprob_threshold=stream.logprob_threshold,
             no_speech_threshold=stream.no_speech_threshold,
         )
-        self._jobs: queue.Queue[tuple[list[TickRequest], Future[BatchResult]] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[list[TickRequest] | ModelCall, Future[Any]] | None] = queue.Queue()
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._model_info: ModelInfo | None = None
@@ -99,6 +108,13 @@ class ModelWorker:
         self._jobs.put((list(requests), future))
         return future
 
+    def submit_call(self, call: Callable[[Whisper], T]) -> Future[T]:
+        """`call(model)` in the worker thread, in turn with the tick batches: an upload's windows go
+        one call at a time, so a live stream's batch waits for one window at most, never a file."""
+        future: Future[T] = Future()
+        self._jobs.put((call, future))
+        return future
+
     def stop(self, timeout: float = 30.0) -> None:
         """Finishes the batch in hand, then ends the thread."""
         self._jobs.put(None)
@@ -116,12 +132,12 @@ class ModelWorker:
             job = self._jobs.get()
             if job is None:
                 return
-            requests, future = job
+            work, future = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
                 with torch.inference_mode():
-                    result = self.decode(model, requests)
+                    result = self.decode(model, work) if isinstance(work, list) else work(model)
             except BaseException as exc:  # handed to the event loop, which logs it per session
                 future.set_exception(exc)
             else:

@@ -57,3 +57,22 @@ def daemon():
 def daemon_url(daemon: Daemon) -> str:
     """The daemon's websocket URL, ws://127.0.0.1:PORT/v1/stream."""
     return daemon.url
+
+
+INTERFACE_KEY = "interface-test-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_daemon():
+    """A daemon with an API key, short limits for the interfaces' edge cases (tests/test_interfaces_*)."""
+    previous = os.environ.get("WHISPER_STREAMER_API_KEYS")
+    os.environ["WHISPER_STREAMER_API_KEYS"] = f"tests:{INTERFACE_KEY}"
+    try:
+        server = Daemon("--max-tick-lag", "600", "--idle-timeout", "1.5", "--max-upload-bytes", "400000", "--max-uploads", "1")
+    finally:
+        if previous is None:
+            del os.environ["WHISPER_STREAMER_API_KEYS"]
+        else:
+            os.environ["WHISPER_STREAMER_API_KEYS"] = previous
+    yield server
+    server.stop()
