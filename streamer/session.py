@@ -30,11 +30,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from model.audio import N_SAMPLES, SAMPLE_RATE
+from model.tokenizer import normalize_language
 
 from .buffer import AudioBuffer
 from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, skip_committed, word_key
 from .config import Config
 from .ingest import AudioDecoder
+from .language import LanguageDecider
 from .protocol import (
     CloseCode,
     End,
@@ -51,7 +53,6 @@ from .protocol import (
 from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import SpeechStart, VoiceActivityDetector
 
-LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
@@ -107,8 +108,11 @@ class Session:
         self._decoder = AudioDecoder(start)
         self._vad = VoiceActivityDetector(config.vad.aggressiveness, config.vad.speech_start, config.stream.endpoint_silence)
         self._buffer = AudioBuffer()
-        self._fixed_language = language != "auto" or not model.multilingual
-        self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
+        fixed = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
+        # The language decider (`streamer.language`): in `auto`, stable text waits for it.
+        self._language = LanguageDecider(config.language, _candidates(start, config, model), fixed=fixed)
+        self._fixed_language = self._language.fixed
+        self.language: str | None = self._language.language
         self._prompt = ""  # committed text before the buffer, given to the decoder as context...
         self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
         self._unprompted = False  # this utterance is decoded without the prompt (see `apply_result`)
@@ -170,6 +174,7 @@ class Session:
         """Commit what is pending at the next tick (nothing to do when no speech is pending)."""
         if self._speech_pending:
             self._final_reason = "flush"
+            self._language.expire()  # text held for the language is wanted now too
         return []
 
     def stop(self) -> list[ServerMessage]:
@@ -199,6 +204,7 @@ class Session:
             raise ProtocolError(CloseCode.SESSION_TOO_LONG, f"session longer than the maximum of {self._config.stream.max_session_seconds:.0f} s")
         for transition in self._vad.feed(samples):
             if isinstance(transition, SpeechStart):
+                self._language.begin_utterance(max(0.0, transition.time - self._config.vad.preroll), self._vad.voiced_seconds)
                 self._speech_epoch += 1
                 self._onset = transition.time
                 self._tail_retried = False  # a new utterance may need its own second decode
@@ -220,6 +226,7 @@ class Session:
             if "vad" in self._start.events:
                 messages.append(VadEvent(event, transition.time))
         messages.extend(self._commit_at_endpoint())
+        self._end_hold()
         if self._speech_pending:
             if self._final_reason is None and self._buffer.duration >= self._config.stream.max_buffer:
                 self._final_reason = "full"
@@ -294,6 +301,9 @@ class Session:
             # words afresh: forced, they led it to the same place ("…with ugly ones.", then
             # nothing of the 7 s utterance after them).
             context=() if self._tail_retried or self._unprompted else tuple(self._committed_in_buffer),
+            detect_language=self._language.detects_on(self._vad.voiced_seconds, final=self._final_reason is not None),
+            languages=self._language.candidates,
+            detect_from=self._language.current_onset,
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -330,10 +340,9 @@ class Session:
             # in the pause, so the next decode hears that speech alone, as after silence.
             self._cut_in_pause(request.context[-1].end)
             return self._decode_again(request)
-        messages: list[ServerMessage] = []
-        if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
-            self.language = hypothesis.language
-            messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
+        messages, again = self._observe_language(request, hypothesis, words)
+        if again:
+            return messages + self._decode_again(request)
         final, until = request.final, request.commit_until
         if self._final_reason == "endpoint" and self._heard_past_endpoint(request.window_end, words):
             # The speaker stopped while this decode ran, and it heard the whole utterance: no need
@@ -372,7 +381,7 @@ class Session:
     def _commit_at_endpoint(self) -> list[ServerMessage]:
         """At an endpoint, commits the latest hypothesis at once when it heard past the end of speech."""
         heard = self._hypothesis
-        if self._final_reason != "endpoint" or self._in_flight is not None or heard is None:
+        if self._final_reason != "endpoint" or self._in_flight is not None or heard is None or self._language.holding:
             return []
         if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
@@ -385,6 +394,8 @@ class Session:
 
         `final` commits every word, or with `until` every word that starts before that time.
         """
+        if self._language.holding:
+            return self._hold(heard.words, final=final)
         words = heard.words
         messages: list[ServerMessage] = []
         fallback, self._retry_fallback = self._retry_fallback, []
@@ -451,6 +462,53 @@ class Session:
             self._trim_silence()
         messages.extend(self._update_partial(remaining))
         return messages
+
+    def _observe_language(self, request: TickRequest, hypothesis: Hypothesis, words: list[Word]) -> tuple[list[ServerMessage], bool]:
+        """Gives the decider a decode's language-ID; a final decode that must commit (stop,
+        flush, `language.max_hold`) decides on what there is. Returns the `language` message of
+        a new decision or switch, and whether the decode, in another language, is done again."""
+        decider, before, now = self._language, self.language, request.window_end
+        if request.detect_language and hypothesis.language_probs is not None and words:  # noise has no language
+            onset = request.detect_from if request.detect_from is not None else request.window_start
+            decider.observe(onset, hypothesis.language_probs, self._vad.voiced_seconds, now, final=request.final)
+        elif request.detect_language and words and request.language is None:
+            decider.report(hypothesis.language, hypothesis.language_probability, now)
+        if decider.holding and request.final and (self.stopping or decider.hold_expired(now)):
+            decider.force(now)
+        decision = decider.decision
+        if decision is None or decision.language == before:
+            return [], False
+        self.language = decision.language
+        if before is not None:
+            self._switch_language()
+        again = bool(words) and hypothesis.language != decision.language
+        return [LanguageDetected(decision.language, decision.probability)], again
+
+    def _switch_language(self) -> None:
+        """The stream changed language: the next decode hears the new utterance alone, without
+        the old language's words as context or prompt (the decoder would go on in it)."""
+        if self._committed_in_buffer:
+            self._cut_in_pause(self._committed_in_buffer[-1].end)
+        self._prompt = self._prompt_open = ""
+        self._draft = (-1.0, "", ())
+        self._policy.reset()
+
+    def _hold(self, words: list[Word], *, final: bool) -> list[ServerMessage]:
+        """The language is not decided yet: nothing is committed; the words stay the partial, and
+        their audio stays in the buffer (speech stays pending), so later decodes hear them again
+        and commit them in the decided language."""
+        if final:
+            self._endpoint_time = None
+            self._hypothesis = None
+            self._policy.reset()
+        return self._update_partial(words)
+
+    def _end_hold(self) -> None:
+        """Text held past `language.max_hold` in a pause gets the final decode that decides."""
+        if self._vad.in_speech or not self._speech_pending or self._in_flight is not None or self._final_reason is not None:
+            return
+        if self._language.holding and self._language.hold_expired(self._buffer.end_time):
+            self._want_final_decode()
 
     def _next_utterance_began(self, until: float | None) -> bool:
         """Whether the speaker began again after the endpoint that commits the words before `until`."""
@@ -664,6 +722,19 @@ class Session:
             self.ended = True
             return [End(self._next_stable_id - 1, self._buffer.end_time)] if self._announce_end else []
         return []
+
+
+def _candidates(start: Start, config: Config, model: ModelInfo) -> tuple[str, ...]:
+    """The languages detection chooses among: the client's, else the config's (empty: any)."""
+    try:
+        codes = tuple(normalize_language(code) or "" for code in start.languages)
+    except ValueError as exc:
+        raise ProtocolError(CloseCode.UNSUPPORTED, f"languages: {exc}") from exc
+    if not model.multilingual:
+        if any(code != "en" for code in codes):
+            raise ProtocolError(CloseCode.UNSUPPORTED, f"model {model.name} is English-only; languages {list(codes)} are not available")
+        return ()
+    return codes or config.language.language_list
 
 
 def _mean_probability(words: Sequence[Word]) -> float:

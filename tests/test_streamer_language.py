@@ -1,0 +1,123 @@
+"""The language decider on scripted language-ID distributions (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.config import ConfigError, LanguageConfig
+from streamer.language import LanguageDecider
+
+CONFIG = LanguageConfig(min_speech=2.0, confidence=0.8, switch_speech=2.0, switch_confidence=0.8, recheck_utterances=2, max_hold=6.0)
+
+
+def ramp(decider: LanguageDecider, onset: float, voiced_start: float, observations: list[tuple[float, dict[str, float]]], *, final: bool = True):
+    """Observations of one utterance: (voiced seconds into it, distribution); the last one final."""
+    decisions = []
+    for k, (voiced, probs) in enumerate(observations):
+        last = final and k == len(observations) - 1
+        decisions.append(decider.observe(onset, probs, voiced_start + voiced, onset + voiced + 0.2, final=last))
+    return decisions
+
+
+def test_early_confident_guess_on_too_little_speech_is_not_taken() -> None:
+    # As the shared Spanish clip: Arabic at 0.93 after 1 s, Spanish once more is heard.
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    early = ramp(decider, 0.0, 0.0, [(0.6, {"en": 0.5, "ar": 0.1}), (1.2, {"ar": 0.93, "es": 0.05}), (2.0, {"es": 0.6, "ar": 0.3})], final=False)
+    assert early == [None, None, None] and decider.holding
+    [decision] = ramp(decider, 0.0, 0.0, [(2.4, {"es": 0.97, "ar": 0.02})], final=False)
+    assert decision is not None and decision.language == "es" and decision.reason == "confident"
+    assert decider.language == "es" and not decider.holding
+
+
+def test_unsure_evidence_waits_then_max_hold_decides_on_what_there_is() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.5, 0.0)
+    assert decider.observe(0.5, {"it": 0.6, "en": 0.4}, 3.0, 3.5) is None  # enough speech, not sure
+    assert decider.holding and not decider.hold_expired(6.4)
+    decision = decider.observe(0.5, {"it": 0.65, "en": 0.35}, 4.5, 6.6)
+    assert decision is not None and (decision.language, decision.reason) == ("it", "max_hold")
+    assert decision.probability == pytest.approx(0.65)
+
+
+def test_evidence_accumulates_over_utterances_weighted_by_voiced_seconds() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    assert decider.observe(0.0, {"de": 0.9, "nl": 0.1}, 1.0, 1.2, final=True) is None  # 1 s: too little
+    decider.begin_utterance(2.0, 1.0)
+    decision = decider.observe(2.0, {"de": 0.7, "nl": 0.3}, 2.0, 3.2, final=True)  # mean 0.8 over 2 s
+    assert decision is not None and decision.language == "de"
+    assert decision.voiced_seconds == pytest.approx(2.0) and decision.probability == pytest.approx(0.8)
+
+
+def test_force_decides_at_stop_and_without_evidence_releases_the_hold() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    decider.observe(0.0, {"ko": 0.7, "ja": 0.3}, 1.0, 1.2)
+    decision = decider.force(1.5)
+    assert decision is not None and (decision.language, decision.reason) == ("ko", "forced") and not decider.holding
+    empty = LanguageDecider(CONFIG)
+    empty.begin_utterance(0.0, 0.0)
+    assert empty.force(1.0) is None and empty.language is None and not empty.holding
+
+
+def test_one_utterance_in_another_language_switches_when_it_is_clear() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(3.0, {"es": 0.99})])
+    decider.begin_utterance(8.0, 3.0)
+    assert decider.holding  # a new utterance's text waits for its own language-ID
+    assert not decider.detects_on(4.0, final=False)  # 1 s into it: not yet asked
+    assert decider.detects_on(5.0, final=False)
+    switch = decider.observe(8.0, {"de": 0.95, "es": 0.02}, 5.2, 10.5)
+    assert switch is not None and (switch.language, switch.reason) == ("de", "switch")
+    assert [(u.language, u.onset) for u in decider.history] == [("es", 0.0)]
+
+
+def test_a_short_or_unsure_utterance_does_not_switch_but_two_together_do() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(3.0, {"en": 0.99})])
+    decider.begin_utterance(5.0, 3.0)
+    assert decider.observe(5.0, {"fr": 0.9, "en": 0.1}, 4.2, 6.5, final=True) is None  # 1.2 s: too little
+    assert not decider.holding and decider.language == "en"
+    decider.begin_utterance(8.0, 4.2)
+    assert decider.observe(8.0, {"fr": 0.6, "en": 0.4}, 6.3, 10.3, final=True) is None  # unsure
+    decider.begin_utterance(12.0, 6.3)
+    switch = decider.observe(12.0, {"fr": 0.95, "en": 0.05}, 7.5, 13.5, final=True)
+    # The last two utterances (2.1 s + 1.2 s, at most `recheck_utterances`) hold French at ~0.73:
+    # under 0.8, no switch; a clearer one does.
+    assert switch is None
+    decider.begin_utterance(15.0, 7.5)
+    switch = decider.observe(15.0, {"fr": 0.99, "en": 0.01}, 8.8, 16.5, final=True)
+    assert switch is not None and switch.language == "fr"
+
+
+def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:
+    decider = LanguageDecider(LanguageConfig(switch_speech=2.0, recheck_utterances=3, min_speech=1.0, confidence=0.5))
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(2.0, {"en": 0.9, "de": 0.1})])
+    for k, language in enumerate(["de", "en", "de"]):
+        decider.begin_utterance(3.0 + 3 * k, 2.0 + 1.5 * k)
+        assert decider.observe(3.0 + 3 * k, {language: 0.95}, 3.5 + 1.5 * k, 5.0 + 3 * k, final=True) is None
+    assert decider.language == "en"  # 1.5 s of German since the last English utterance
+
+
+def test_given_languages_restrict_detection_and_one_skips_it() -> None:
+    decider = LanguageDecider(CONFIG, ["es", "en"])
+    decider.begin_utterance(0.0, 0.0)
+    decision = decider.observe(0.0, {"ar": 0.9, "es": 0.09, "en": 0.01}, 3.0, 3.2)
+    assert decision is not None and decision.language == "es" and decision.probability == pytest.approx(0.9)
+    single = LanguageDecider(CONFIG, ["de"])
+    assert single.fixed and single.language == "de" and not single.holding
+    assert not single.detects_on(10.0, final=True)
+
+
+def test_language_config_is_validated() -> None:
+    assert LanguageConfig(languages="es, EN").language_list == ("es", "en")
+    with pytest.raises(ConfigError):
+        LanguageConfig(languages="es,klingon")
+    with pytest.raises(ConfigError):
+        LanguageConfig(confidence=0.0)
+    with pytest.raises(ConfigError):
+        LanguageConfig(max_hold=60.0)
