@@ -4,11 +4,12 @@ Plain code, no I/O, no model: the session feeds it the language-ID distribution 
 of decodes and tells it where utterances begin; it answers which language the stream is in,
 and whether commits must wait for it.
 
-- Before the first decision, every observation of an utterance replaces that utterance's
-  earlier one (a later decode heard more of it); the stream's distribution is the mean of the
-  utterances' distributions weighted by their voiced seconds. It decides once `min_speech`
-  voiced seconds are in and the top language holds `confidence` of it, or after `max_hold`
-  seconds since the first speech on whatever it has (`force` does so on demand: flush, stop).
+- Before the first decision nothing is committed, so the session's buffer keeps all the speech
+  since the first onset: each decode's language-ID hears the first utterances together (as
+  offline transcription's first window does) and replaces the one before, with the voiced
+  seconds since the first onset as its weight. It decides once `min_speech` voiced seconds are
+  in and the top language holds `confidence`, or after `max_hold` seconds since the first
+  speech on whatever it has (`force` does so on demand: flush, stop).
 - After it, each utterance gets its own language-ID (one observation once it has
   `switch_speech` voiced seconds, or at its end). The stream switches when the utterances
   since the last one won by the current language (at most `recheck_utterances` of them) hold
@@ -66,6 +67,8 @@ class LanguageDecider:
         self.candidates: tuple[str, ...] = tuple(dict.fromkeys(languages))
         self._utterances: list[_Utterance] = []
         self._first_onset: float | None = None
+        self._first_voiced = 0.0  # the VAD's voiced total at the first onset
+        self._held = _Utterance(0.0, 0.0)  # before the decision: the latest ID of all the held speech
         self._expired = False
         self._released = False  # forced with no evidence at all: commits go on undecided
         self.decision: LanguageDecision | None = None
@@ -101,10 +104,14 @@ class LanguageDecider:
         return final or voiced_total - current.voiced_at_onset >= self._config.switch_speech
 
     @property
-    def current_onset(self) -> float | None:
-        """Where the latest utterance's audio begins (stream seconds), None before any."""
+    def detect_from(self) -> float | None:
+        """Where the audio a language-ID should hear begins (stream seconds; None before any
+        speech): the first speech before the decision (all of it is held), else the latest
+        utterance's start (an utterance's own language-ID)."""
         current = self._current
-        return None if current is None else current.onset
+        if self.decision is None or current is None:
+            return self._first_onset
+        return current.onset
 
     @property
     def _current(self) -> _Utterance | None:
@@ -113,7 +120,7 @@ class LanguageDecider:
     def begin_utterance(self, onset: float, voiced_total: float) -> None:
         """The VAD heard speech start at `onset`; `voiced_total` is its voiced seconds so far."""
         if self._first_onset is None:
-            self._first_onset = onset
+            self._first_onset, self._first_voiced = onset, voiced_total
         current = self._current
         if current is not None and not current.closed:
             current.voiced = voiced_total - current.voiced_at_onset
@@ -129,6 +136,10 @@ class LanguageDecider:
         decision when the stream's language is decided or switches now, else None."""
         if self.fixed:
             return None
+        if self.decision is None:
+            self._held.probs = self._restricted(probs)
+            self._held.voiced = max(voiced_total - self._first_voiced, 0.0)
+            return self._maybe_decide(now) if self._held.probs else None
         utterance = next((u for u in reversed(self._utterances) if abs(u.onset - onset) < 1e-6), self._current)
         if utterance is None:
             self.begin_utterance(onset, 0.0)
@@ -138,8 +149,6 @@ class LanguageDecider:
         utterance.probs = self._restricted(probs)
         if not utterance.probs:
             return None
-        if self.decision is None:
-            return self._maybe_decide(now)
         utterance.checked = utterance.checked or final or utterance.voiced >= self._config.switch_speech
         return self._maybe_switch(now) if utterance.checked else None
 
@@ -172,7 +181,7 @@ class LanguageDecider:
             current.checked = True
         if self.decision is not None or self.fixed:
             return None
-        language, probability, voiced = self._evidence(self._utterances)
+        language, probability, voiced = self._evidence([self._held])
         if language is None:
             self._released = True
             return None
@@ -182,7 +191,7 @@ class LanguageDecider:
         return self.decision
 
     def _maybe_decide(self, now: float) -> LanguageDecision | None:
-        language, probability, voiced = self._evidence(self._utterances)
+        language, probability, voiced = self._evidence([self._held])
         if language is None:
             return None
         config = self._config
@@ -214,9 +223,11 @@ class LanguageDecider:
         return self.decision
 
     def _check_all(self) -> None:
+        """At the decision: the held utterances take the held speech's language-ID as their own."""
         self._released = False
         for utterance in self._utterances:
             utterance.checked = True
+            utterance.probs = utterance.probs or dict(self._held.probs)
 
     def _evidence(self, utterances: Sequence[_Utterance]) -> tuple[str | None, float, float]:
         """The top language of the voiced-weighted mean distribution, its share, and the voiced seconds."""

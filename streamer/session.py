@@ -303,7 +303,7 @@ class Session:
             context=() if self._tail_retried or self._unprompted else tuple(self._committed_in_buffer),
             detect_language=self._language.detects_on(self._vad.voiced_seconds, final=self._final_reason is not None),
             languages=self._language.candidates,
-            detect_from=self._language.current_onset,
+            detect_from=self._language.detect_from,
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)

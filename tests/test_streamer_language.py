@@ -40,14 +40,17 @@ def test_unsure_evidence_waits_then_max_hold_decides_on_what_there_is() -> None:
     assert decision.probability == pytest.approx(0.65)
 
 
-def test_evidence_accumulates_over_utterances_weighted_by_voiced_seconds() -> None:
+def test_before_the_decision_the_id_of_all_held_speech_counts_across_utterances() -> None:
     decider = LanguageDecider(CONFIG)
-    decider.begin_utterance(0.0, 0.0)
-    assert decider.observe(0.0, {"de": 0.9, "nl": 0.1}, 1.0, 1.2, final=True) is None  # 1 s: too little
-    decider.begin_utterance(2.0, 1.0)
-    decision = decider.observe(2.0, {"de": 0.7, "nl": 0.3}, 2.0, 3.2, final=True)  # mean 0.8 over 2 s
+    decider.begin_utterance(0.3, 0.1)
+    assert decider.detect_from == 0.3
+    assert decider.observe(0.3, {"de": 0.9, "nl": 0.1}, 1.1, 1.2, final=True) is None  # 1 s: too little
+    decider.begin_utterance(2.0, 1.1)
+    assert decider.detect_from == 0.3 and decider.holding  # the next decode hears both utterances
+    decision = decider.observe(0.3, {"de": 0.85, "nl": 0.15}, 2.6, 3.2, final=True)
     assert decision is not None and decision.language == "de"
-    assert decision.voiced_seconds == pytest.approx(2.0) and decision.probability == pytest.approx(0.8)
+    assert decision.voiced_seconds == pytest.approx(2.5) and decision.probability == pytest.approx(0.85)
+    assert decider.detect_from == 2.0  # from now on, each utterance's own language-ID
 
 
 def test_force_decides_at_stop_and_without_evidence_releases_the_hold() -> None:
