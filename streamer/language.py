@@ -90,18 +90,10 @@ class LanguageDecider:
             return False
         if self.decision is None:
             return True
+        if self.decision.reason == "reported":
+            return False  # a decoder that reports no distribution gives nothing to re-check with
         current = self._current
         return current is not None and not current.checked
-
-    def detects_on(self, voiced_total: float, final: bool) -> bool:
-        """Whether a decode made now should report its language-ID: every one before the first
-        decision; after it, one per utterance, once it has `switch_speech` voiced or at its end."""
-        if not self.holding:
-            return False
-        current = self._current
-        if self.decision is None or current is None:
-            return True
-        return final or voiced_total - current.voiced_at_onset >= self._config.switch_speech
 
     @property
     def detect_from(self) -> float | None:

@@ -211,6 +211,8 @@ class Session:
                 if not self._speech_pending:
                     self._speech_pending = True
                     start_sample = int(transition.time * SAMPLE_RATE)
+                    if self._committed_in_buffer and self._language.holding:
+                        self._close_utterance()  # its own language-ID (and decode) hears it alone
                     if not self._committed_in_buffer:  # else the last utterance's words stay as context
                         self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
                     # The first decode waits for `first_tick` s of speech: less rarely reads as words.
@@ -290,7 +292,7 @@ class Session:
             audio=audio,
             window_start=self._buffer.start_time,
             prompt=prompt,
-            language=self.language,
+            language=None if self._language.holding else self.language,  # held: the decode detects it
             task=self._start.task,
             final=self._final_reason is not None,
             commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
@@ -301,7 +303,7 @@ class Session:
             # words afresh: forced, they led it to the same place ("…with ugly ones.", then
             # nothing of the 7 s utterance after them).
             context=() if self._tail_retried or self._unprompted else tuple(self._committed_in_buffer),
-            detect_language=self._language.detects_on(self._vad.voiced_seconds, final=self._final_reason is not None),
+            detect_language=self._language.holding,  # until the language is known, every decode tells it
             languages=self._language.candidates,
             detect_from=self._language.detect_from,
         )
@@ -476,13 +478,15 @@ class Session:
         if decider.holding and request.final and (self.stopping or decider.hold_expired(now)):
             decider.force(now)
         decision = decider.decision
-        if decision is None or decision.language == before:
-            return [], False
-        self.language = decision.language
-        if before is not None:
-            self._switch_language()
-        again = bool(words) and hypothesis.language != decision.language
-        return [LanguageDetected(decision.language, decision.probability)], again
+        messages: list[ServerMessage] = []
+        if decision is not None and decision.language != before:
+            self.language = decision.language
+            messages.append(LanguageDetected(decision.language, decision.probability))
+            if before is not None:
+                self._switch_language()
+        # Words decoded in another language than the stream's, now known, are decoded again in it.
+        again = bool(words) and not decider.holding and self.language is not None and hypothesis.language != self.language
+        return messages, again
 
     def _switch_language(self) -> None:
         """The stream changed language: the next decode hears the new utterance alone, without

@@ -70,8 +70,8 @@ def test_one_utterance_in_another_language_switches_when_it_is_clear() -> None:
     ramp(decider, 0.0, 0.0, [(3.0, {"es": 0.99})])
     decider.begin_utterance(8.0, 3.0)
     assert decider.holding  # a new utterance's text waits for its own language-ID
-    assert not decider.detects_on(4.0, final=False)  # 1 s into it: not yet asked
-    assert decider.detects_on(5.0, final=False)
+    assert decider.observe(8.0, {"de": 0.95, "es": 0.02}, 4.0, 9.2) is None  # 1 s into it: not checked yet
+    assert decider.holding and decider.language == "es"
     switch = decider.observe(8.0, {"de": 0.95, "es": 0.02}, 5.2, 10.5)
     assert switch is not None and (switch.language, switch.reason) == ("de", "switch")
     assert [(u.language, u.onset) for u in decider.history] == [("es", 0.0)]
@@ -113,7 +113,6 @@ def test_given_languages_restrict_detection_and_one_skips_it() -> None:
     assert decision is not None and decision.language == "es" and decision.probability == pytest.approx(0.9)
     single = LanguageDecider(CONFIG, ["de"])
     assert single.fixed and single.language == "de" and not single.holding
-    assert not single.detects_on(10.0, final=True)
 
 
 def test_language_config_is_validated() -> None:
