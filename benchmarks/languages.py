@@ -173,7 +173,7 @@ def score_sequence(parts: list[Clip], spans: list[tuple[float, float]], events: 
     """Each part's stable messages: those whose words start inside its span (or the pause after it)."""
     stables = of_type(events, "stable")
     results = []
-    for k, (part, (start, end)) in enumerate(zip(parts, spans, strict=True)):
+    for k, (part, (start, _)) in enumerate(zip(parts, spans, strict=True)):
         until = spans[k + 1][0] if k + 1 < len(spans) else float("inf")
         mine = [e.msg for e in stables if start - 0.5 <= e.msg["start"] < until - 0.3]
         text = "".join(m["text"] for m in mine)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from streamer.config import ConfigError, LanguageConfig
+from benchmarks.data import clips_of, data_available
+from model.audio import SAMPLE_RATE, load_audio
+from streamer.config import Config, ConfigError, LanguageConfig
 from streamer.language import LanguageDecider
+from streamer.protocol import LanguageDetected, Partial, Stable, Start
+from streamer.session import ModelInfo, Session
+
+from .test_streamer_session import drive, hear, scripted_words
 
 CONFIG = LanguageConfig(min_speech=2.0, confidence=0.8, switch_speech=2.0, switch_confidence=0.8, recheck_utterances=2, max_hold=6.0)
 
@@ -123,3 +131,63 @@ def test_language_config_is_validated() -> None:
         LanguageConfig(confidence=0.0)
     with pytest.raises(ConfigError):
         LanguageConfig(max_hold=60.0)
+
+
+# ---- the session with a scripted decoder that reports language-ID distributions ----------------
+
+
+def _session_with(script_probs, utterances: int, languages: tuple[str, ...] = ()):
+    if not data_available():
+        pytest.skip("shared evaluation data not found")
+
+    clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
+    audio = load_audio(clip.path)[: int((clip.segments[utterances - 1].end_s + 1.0) * SAMPLE_RATE)]
+    script = scripted_words(clip, utterances)
+    session = Session("m", Start(languages=languages), Config(), ModelInfo("base", multilingual=True))
+
+    def decode(request):
+        probs = script_probs(request, session)
+        top = max(probs, key=lambda k: probs[k])
+        language = request.language or top
+        hypothesis = hear(script, request, language=language, language_probability=probs[top])
+        return replace(hypothesis, language_probs=probs if request.detect_language else None)
+
+    produced, requests = drive(session, audio, decode)
+    return clip, script, produced, requests
+
+
+def test_session_holds_stable_text_until_decided_then_commits_all_of_it_in_that_language() -> None:
+    def probs(request, session):
+        heard = request.window_end - request.window_start
+        return {"ar": 0.93, "es": 0.05, "en": 0.02} if heard < 2.0 else {"es": 0.97, "ar": 0.02, "en": 0.01}
+
+    _, script, produced, requests = _session_with(probs, 1)
+    kinds = [type(m) for _, m in produced]
+    decided = kinds.index(LanguageDetected)
+    assert Stable not in kinds[:decided] and Partial in kinds[:decided]  # partials show, nothing stable
+    assert [m.language for _, m in produced if isinstance(m, LanguageDetected)] == ["es"]
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert {s.language for s in stables} == {"es"}
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]  # nothing lost
+    assert requests[0].language is None and requests[0].detect_language
+    assert all(r.language == "es" for r in requests if r.serial > requests[decided].serial + 2 and not r.detect_language)
+
+
+def test_session_switches_on_an_utterance_clearly_in_another_language() -> None:
+    second_onset = {"t": None}
+
+    def probs(request, session):
+        start = request.detect_from if request.detect_from is not None else request.window_start
+        if second_onset["t"] is None and start > 1.0 and session.language == "es":
+            second_onset["t"] = start
+        in_second = second_onset["t"] is not None and start >= second_onset["t"]
+        return {"de": 0.95, "es": 0.05} if in_second else {"es": 0.98, "de": 0.02}
+
+    clip, script, produced, _ = _session_with(probs, 2)
+    languages = [(t, m.language) for t, m in produced if isinstance(m, LanguageDetected)]
+    assert [code for _, code in languages] == ["es", "de"]
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    first_end = clip.segments[0].end_s
+    assert {s.language for s in stables if s.end <= first_end + 0.5} == {"es"}
+    assert {s.language for s in stables if s.start > first_end + 0.5} == {"de"}
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
