@@ -234,8 +234,8 @@ def print_report(report: Report) -> None:
     print(f"mean error: streaming {report.streaming_error:.1%}, offline {report.offline_error:.1%} (bar: within {ERROR_MARGIN_POINTS:.0f} points)")
     for p in report.sequence:
         print(f"sequence part {p.language}: stable languages {sorted(set(p.stable_languages))}, error {p.error:.1%}: {p.text.strip()}")
-    for r in report.restricted:
-        print(f"languages {','.join(r.languages)} on {r.clip}: named {sorted(set(r.named))}")
+    for given in report.restricted:
+        print(f"languages {','.join(given.languages)} on {given.clip}: named {sorted(set(given.named))}")
     for name, ok in report.passed.items():
         print(f"{'PASS' if ok else 'FAIL'} {name}")
 

@@ -139,10 +139,13 @@ class LanguageDecider:
         if not utterance.closed:
             utterance.voiced = max(voiced_total - utterance.voiced_at_onset, 0.0)
         utterance.probs = self._restricted(probs)
-        if not utterance.probs:
+        if not utterance.probs or utterance.checked:
             return None
-        utterance.checked = utterance.checked or final or utterance.voiced >= self._config.switch_speech
-        return self._maybe_switch(now) if utterance.checked else None
+        # Enough of it, in the stream's language, confirms it; in another, unclear, it waits for more.
+        enough = final or utterance.voiced >= self._config.switch_speech
+        switch = self._maybe_switch(utterance, now) if enough else None
+        utterance.checked = final or switch is not None or (enough and _top(utterance.probs)[0] == self.decision.language)
+        return switch
 
     def report(self, language: str, probability: float, now: float) -> LanguageDecision | None:
         """A decode that reports only its top language, no distribution: taken at its word once
@@ -159,10 +162,13 @@ class LanguageDecider:
         self._expired = True
 
     def hold_expired(self, now: float) -> bool:
-        """Whether commits have waited `max_hold` since the first speech (or `expire` was called)."""
+        """Whether commits have waited `max_hold` since the first speech (after the decision: since
+        the current utterance began), or `expire` was called."""
         if self._expired:
             return True
-        return self._first_onset is not None and now - self._first_onset >= self._config.max_hold
+        current = self._current
+        since = self._first_onset if self.decision is None or current is None else current.onset
+        return since is not None and now - since >= self._config.max_hold
 
     def force(self, now: float) -> LanguageDecision | None:
         """Decides on whatever evidence there is; marks the current utterance checked, so its
@@ -197,13 +203,13 @@ class LanguageDecider:
         self._check_all()
         return self.decision
 
-    def _maybe_switch(self, now: float) -> LanguageDecision | None:
+    def _maybe_switch(self, latest: _Utterance, now: float) -> LanguageDecision | None:
         """Switches when the utterances since the last one won by the current language, at most
-        `recheck_utterances`, clearly hold another."""
+        `recheck_utterances` with `latest`, clearly hold another."""
         assert self.decision is not None
         current = self.decision.language
         run: list[_Utterance] = []
-        for utterance in reversed([u for u in self._utterances if u.probs and u.checked]):
+        for utterance in reversed([u for u in self._utterances if u.probs and (u.checked or u is latest)]):
             if _top(utterance.probs)[0] == current or len(run) == self._config.recheck_utterances:
                 break
             run.append(utterance)

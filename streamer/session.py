@@ -292,7 +292,7 @@ class Session:
             audio=audio,
             window_start=self._buffer.start_time,
             prompt=prompt,
-            language=None if self._language.holding else self.language,  # held: the decode detects it
+            language=self._request_language(),
             task=self._start.task,
             final=self._final_reason is not None,
             commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
@@ -306,6 +306,7 @@ class Session:
             detect_language=self._language.holding,  # until the language is known, every decode tells it
             languages=self._language.candidates,
             detect_from=self._language.detect_from,
+            voiced_total=self._vad.voiced_seconds,
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -396,7 +397,7 @@ class Session:
 
         `final` commits every word, or with `until` every word that starts before that time.
         """
-        if self._language.holding:
+        if self._language.holding and not (final and self._ends_earlier_utterance(until)):
             return self._hold(heard.words, final=final)
         words = heard.words
         messages: list[ServerMessage] = []
@@ -472,7 +473,8 @@ class Session:
         decider, before, now = self._language, self.language, request.window_end
         if request.detect_language and hypothesis.language_probs is not None and words:  # noise has no language
             onset = request.detect_from if request.detect_from is not None else request.window_start
-            decider.observe(onset, hypothesis.language_probs, self._vad.voiced_seconds, now, final=request.final)
+            final = request.final and not self._ends_earlier_utterance(request.commit_until)
+            decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=final)
         elif request.detect_language and words and request.language is None:
             decider.report(hypothesis.language, hypothesis.language_probability, now)
         if decider.holding and request.final and (self.stopping or decider.hold_expired(now)):
@@ -484,9 +486,28 @@ class Session:
             messages.append(LanguageDetected(decision.language, decision.probability))
             if before is not None:
                 self._switch_language()
-        # Words decoded in another language than the stream's, now known, are decoded again in it.
-        again = bool(words) and not decider.holding and self.language is not None and hypothesis.language != self.language
+        # Words to commit, decoded in another language than the stream's, are decoded again in it.
+        commits = not decider.holding or (request.final and self._ends_earlier_utterance(request.commit_until))
+        again = bool(words) and commits and self.language is not None and hypothesis.language != self.language
+        if again:
+            self._partial_words = []  # in the other language: not what the next decode must go on from
         return messages, again
+
+    def _request_language(self) -> str | None:
+        """The language a decode is in: the stream's; None (detected) while it is not decided, or
+        while the window holds just an utterance whose own language is not known yet."""
+        decider = self._language
+        if not decider.holding or decider.language is None:
+            return decider.language
+        onset = decider.detect_from
+        alone = onset is not None and self._buffer.start_time >= onset - 0.05
+        return None if alone else self.language
+
+    def _ends_earlier_utterance(self, until: float | None) -> bool:
+        """Whether a final decode commits an utterance that ended before the latest one began
+        (the worker was late): it commits those words only, so the latest one's language check
+        does not wait for it, nor it for that check."""
+        return until is not None and until <= self._onset + ENDPOINT_MARGIN
 
     def _switch_language(self) -> None:
         """The stream changed language: the next decode hears the new utterance alone, without
@@ -527,7 +548,7 @@ class Session:
         ("…with ugly ones. And it was…"). `heard`, the new utterance's start as this decode
         heard it, stays the partial and the agreement's last hypothesis, and the next decode
         must begin as it does."""
-        if self._keep_context():
+        if not self._language.holding and self._keep_context():  # held: its language-ID hears it alone
             cut = self._buffer.start_time
         else:
             cut = self._cut_in_pause(self._endpoint_time if self._endpoint_time is not None else self._onset)

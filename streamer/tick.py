@@ -62,6 +62,7 @@ class TickRequest:
     detect_language: bool = False
     languages: tuple[str, ...] = ()
     detect_from: float | None = None
+    voiced_total: float = 0.0  # the VAD's voiced seconds of the stream up to the window's end
 
     @property
     def window_end(self) -> float:
