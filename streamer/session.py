@@ -532,7 +532,7 @@ class Session:
         """Text held past `language.max_hold` in a pause gets the final decode that decides."""
         if self._vad.in_speech or not self._speech_pending or self._in_flight is not None or self._final_reason is not None:
             return
-        if self._language.holding and self._language.hold_expired(self._buffer.end_time):
+        if self._vad.pause_seconds >= self._config.stream.endpoint_silence and self._language.holding and self._language.hold_expired(self._buffer.end_time):
             self._want_final_decode()
 
     def _next_utterance_began(self, until: float | None) -> bool:

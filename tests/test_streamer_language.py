@@ -191,3 +191,21 @@ def test_session_switches_on_an_utterance_clearly_in_another_language() -> None:
     assert {s.language for s in stables if s.end <= first_end + 0.5} == {"es"}
     assert {s.language for s in stables if s.start > first_end + 0.5} == {"de"}
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
+def test_start_languages_are_parsed_and_checked_against_the_model() -> None:
+    from streamer.config import load_config
+    from streamer.protocol import CloseCode, ProtocolError, parse_start
+
+    assert parse_start({"type": "start", "languages": ["es", "en"]}).languages == ("es", "en")
+    with pytest.raises(ProtocolError) as malformed:
+        parse_start({"type": "start", "languages": "es"})
+    assert malformed.value.code == CloseCode.MALFORMED
+    for languages, model in ((("es",), ModelInfo("tiny.en", multilingual=False)), (("xx",), ModelInfo("base", multilingual=True))):
+        with pytest.raises(ProtocolError) as refused:
+            Session("x", Start(languages=languages), Config(), model)
+        assert refused.value.code == CloseCode.UNSUPPORTED
+    config = load_config(None, ["--language.languages", "es,en", "--min-speech", "1.5", "--max-hold", "4"])
+    assert config.language.language_list == ("es", "en") and config.language.min_speech == 1.5
+    single = Session("x", Start(languages=("Spanish",)), Config(), ModelInfo("base", multilingual=True))
+    assert [(type(m).__name__, getattr(m, "language", None)) for m in single.open()] == [("Ready", None), ("LanguageDetected", "es")]
