@@ -1,4 +1,4 @@
-"""The real daemon with the multilingual base model: languages in a row, and translation while streaming."""
+"""The multilingual base model: the worker's language-ID, and the real daemon with languages in a row and translation."""
 
 from __future__ import annotations
 
@@ -62,3 +62,24 @@ def test_translate_gives_english_stable_text(base_daemon: Daemon, shared_data: l
     french = {w for w in normalize_any(clip.text, "fr").split() if len(w) > 3} - {"consulat"}
     assert words & {"the", "of", "and", "he", "became"}, transcript.text
     assert not words & french, transcript.text
+
+
+def test_worker_detects_among_candidates_and_on_an_utterance_after_context(base_model, shared_data: list[Clip]) -> None:
+    from streamer.config import ModelConfig, StreamConfig
+    from streamer.tick import TickRequest
+    from streamer.worker import ModelWorker
+
+    spanish = load_audio(clip_by_id(shared_data, "picovoice_es").path)
+    german = load_audio(clip_by_id(shared_data, "picovoice_de").path)
+    worker = ModelWorker(ModelConfig(model="base"), StreamConfig())
+    # The first 1.5 s of the Spanish clip read as Arabic (0.93) to base: among es and pt only here.
+    early = TickRequest("a", 1, spanish[: int(1.5 * SAMPLE_RATE)], 0.0, "", None, "transcribe", False, None, 1, detect_language=True, languages=("es", "pt"))
+    # German after Spanish in one window, decoded in Spanish: the ID of the German part alone.
+    joined = np.concatenate([spanish, german])
+    after = TickRequest("b", 1, joined, 10.0, "", "es", "transcribe", False, None, 1, detect_language=True, detect_from=10.0 + len(spanish) / SAMPLE_RATE)
+    first, second = worker.decode(base_model, [early, after]).hypotheses
+    assert first.language in ("es", "pt") and first.language_probs is not None
+    assert set(first.language_probs) == {"es", "pt"} and sum(first.language_probs.values()) == pytest.approx(1.0, abs=1e-3)
+    probs = second.language_probs
+    assert second.language == "es" and probs is not None
+    assert max(probs, key=lambda k: probs[k]) == "de"
