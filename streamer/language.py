@@ -37,6 +37,7 @@ class LanguageDecision:
     voiced_seconds: float  # voiced speech that evidence covers
     time: float  # stream seconds when decided
     reason: str  # given | confident | max_hold | forced | switch | reported
+    since: float = 0.0  # stream seconds from which speech is in it (a switch: where its run of utterances began)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class LanguageDecider:
             return None
         reason = "max_hold" if not self._expired and self.hold_expired(now) else "forced"
         self.decision = LanguageDecision(language, probability, voiced, now, reason)
-        self._check_all()
+        self._check_all(now)
         return self.decision
 
     def _maybe_decide(self, now: float) -> LanguageDecision | None:
@@ -200,7 +201,7 @@ class LanguageDecider:
         else:
             return None
         self.decision = LanguageDecision(language, probability, voiced, now, reason)
-        self._check_all()
+        self._check_all(now)
         return self.decision
 
     def _maybe_switch(self, latest: _Utterance, now: float) -> LanguageDecision | None:
@@ -217,15 +218,28 @@ class LanguageDecider:
         config = self._config
         if language is None or language == current or voiced < config.switch_speech or probability < config.switch_confidence:
             return None
-        self.decision = LanguageDecision(language, probability, voiced, now, "switch")
+        self.decision = LanguageDecision(language, probability, voiced, now, "switch", self._switch_since(run, language))
         return self.decision
 
-    def _check_all(self) -> None:
-        """At the decision: the held utterances take the held speech's language-ID as their own."""
+    def _switch_since(self, run: Sequence[_Utterance], language: str) -> float:
+        """Where a switch to `language` begins: the earliest utterance of `run` won by it, and
+        the unobserved ones just before it (a short one, the new speaker's first words)."""
+        first = min((u for u in run if _top(u.probs)[0] == language), key=lambda u: u.onset)
+        since = first.onset
+        for utterance in reversed([u for u in self._utterances if u.onset < first.onset]):
+            if utterance.probs:
+                break
+            since = utterance.onset
+        return since
+
+    def _check_all(self, now: float) -> None:
+        """At the decision: the held utterances the deciding decode heard (begun before `now`)
+        take the held speech's language-ID as their own; a later one gets its own check."""
         self._released = False
         for utterance in self._utterances:
-            utterance.checked = True
-            utterance.probs = utterance.probs or dict(self._held.probs)
+            if utterance.onset < now:
+                utterance.checked = True
+                utterance.probs = utterance.probs or dict(self._held.probs)
 
     def _evidence(self, utterances: Sequence[_Utterance]) -> tuple[str | None, float, float]:
         """The top language of the voiced-weighted mean distribution, its share, and the voiced seconds."""

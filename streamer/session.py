@@ -471,24 +471,31 @@ class Session:
         flush, `language.max_hold`) decides on what there is. Returns the `language` message of
         a new decision or switch, and whether the decode, in another language, is done again."""
         decider, before, now = self._language, self.language, request.window_end
-        if request.detect_language and hypothesis.language_probs is not None and words:  # noise has no language
+        # Before the decision, a decode with no words (noise) gives no evidence; after it, a decode in
+        # the stream's language may hear nothing of an utterance in another, whose ID still counts.
+        if request.detect_language and hypothesis.language_probs is not None and (words or before is not None):
             onset = request.detect_from if request.detect_from is not None else request.window_start
             final = request.final and not self._ends_earlier_utterance(request.commit_until)
             decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=final)
         elif request.detect_language and words and request.language is None:
             decider.report(hypothesis.language, hypothesis.language_probability, now)
-        if decider.holding and request.final and (self.stopping or decider.hold_expired(now)):
+        # Only a final decode of the held speech itself decides on what there is.
+        heard = request.detect_from is None or abs(request.detect_from - (decider.detect_from or 0.0)) < 1e-6
+        of_held = request.final and not self._ends_earlier_utterance(request.commit_until) and heard
+        if decider.holding and of_held and (self.stopping or decider.hold_expired(now)):
             decider.force(now)
         decision = decider.decision
         messages: list[ServerMessage] = []
         if decision is not None and decision.language != before:
+            if before is not None:
+                messages.extend(self._switch_language(decision.since, words))
             self.language = decision.language
             messages.append(LanguageDetected(decision.language, decision.probability))
-            if before is not None:
-                self._switch_language()
         # Words to commit, decoded in another language than the stream's, are decoded again in it.
         commits = not decider.holding or (request.final and self._ends_earlier_utterance(request.commit_until))
         again = bool(words) and commits and self.language is not None and hypothesis.language != self.language
+        # A switch cut the buffer at the new language's utterance: it is decoded again, alone and in it.
+        again = again or (before is not None and decision is not None and decision.language != before)
         if again:
             self._partial_words = []  # in the other language: not what the next decode must go on from
         return messages, again
@@ -509,14 +516,21 @@ class Session:
         does not wait for it, nor it for that check."""
         return until is not None and until <= self._onset + ENDPOINT_MARGIN
 
-    def _switch_language(self) -> None:
-        """The stream changed language: the next decode hears the new utterance alone, without
-        the old language's words as context or prompt (the decoder would go on in it)."""
-        if self._committed_in_buffer:
-            self._cut_in_pause(self._committed_in_buffer[-1].end)
+    def _switch_language(self, onset: float, words: list[Word]) -> list[ServerMessage]:
+        """The utterance from `onset` on is in another language: the words before it (a late
+        worker heard them in the same window) are committed in the old one; the next decode
+        hears that utterance alone, without the old language's words as context or prompt (the
+        decoder would go on in it)."""
+        stables = self._commit([w for w in words if w.start < onset], self.language or "")
+        self._close_utterance()
+        if onset > self._buffer.start_time:
+            self._buffer.trim_to(int(onset * SAMPLE_RATE))
         self._prompt = self._prompt_open = ""
         self._draft = (-1.0, "", ())
         self._policy.reset()
+        self._hypothesis = None
+        self._partial_words = []
+        return list(stables)
 
     def _hold(self, words: list[Word], *, final: bool) -> list[ServerMessage]:
         """The language is not decided yet: nothing is committed; the words stay the partial, and

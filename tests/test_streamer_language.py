@@ -81,7 +81,7 @@ def test_one_utterance_in_another_language_switches_when_it_is_clear() -> None:
     assert decider.observe(8.0, {"de": 0.95, "es": 0.02}, 4.0, 9.2) is None  # 1 s into it: not checked yet
     assert decider.holding and decider.language == "es"
     switch = decider.observe(8.0, {"de": 0.95, "es": 0.02}, 5.2, 10.5)
-    assert switch is not None and (switch.language, switch.reason) == ("de", "switch")
+    assert switch is not None and (switch.language, switch.reason, switch.since) == ("de", "switch", 8.0)
     assert [(u.language, u.onset) for u in decider.history] == [("es", 0.0)]
 
 
@@ -102,6 +102,7 @@ def test_a_short_or_unsure_utterance_does_not_switch_but_two_together_do() -> No
     decider.begin_utterance(15.0, 7.5)
     switch = decider.observe(15.0, {"fr": 0.99, "en": 0.01}, 8.8, 16.5, final=True)
     assert switch is not None and switch.language == "fr"
+    assert switch.since == 12.0  # from the first utterance the switch's evidence gives to French
 
 
 def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:
