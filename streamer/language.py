@@ -13,7 +13,9 @@ and whether commits must wait for it.
 - After it, each utterance gets its own language-ID (one observation once it has
   `switch_speech` voiced seconds, or at its end). The stream switches when the utterances
   since the last one won by the current language (at most `recheck_utterances` of them) hold
-  `switch_speech` voiced seconds and another language has `switch_confidence` of them.
+  `switch_speech` voiced seconds and another language has `switch_confidence` of them; the
+  switch holds from the first of those utterances won by it (`LanguageDecision.since`). An
+  utterance of which a decode heard enough but not clearly waits (its text is held) until its end.
 - Detection chooses only among `languages` when given; a single one is decided from the start.
 
 Whisper's language ID on the first second is unreliable: the shared Spanish clip reads as
