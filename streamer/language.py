@@ -225,11 +225,14 @@ class LanguageDecider:
 
     def _switch_since(self, run: Sequence[_Utterance], language: str) -> float:
         """Where a switch to `language` begins: the earliest utterance of `run` won by it, and
-        the unobserved ones just before it (a short one, the new speaker's first words)."""
+        the short ones just before it not won by the old language (the new speaker's first
+        words: too short for a language-ID of their own)."""
+        assert self.decision is not None
         first = min((u for u in run if _top(u.probs)[0] == language), key=lambda u: u.onset)
         since = first.onset
         for utterance in reversed([u for u in self._utterances if u.onset < first.onset]):
-            if utterance.probs:
+            short = utterance.voiced < self._config.switch_speech
+            if utterance.probs and (not short or _top(utterance.probs)[0] == self.decision.language):
                 break
             since = utterance.onset
         return since
