@@ -26,6 +26,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-mode", action="store_true", help="speak the JSON framing instead of msgpack")
     parser.add_argument("--language", default="auto", help="language code, or 'auto' (default)")
     parser.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    parser.add_argument("--languages", type=language_list, default=(), help="with --language auto, detect only among these: es,en")
+
+
+def language_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of language codes ("es, en")."""
+    return tuple(code.strip() for code in text.split(",") if code.strip())
 
 
 def connect_options(args: argparse.Namespace) -> ConnectOptions:

@@ -34,6 +34,7 @@ class MicOptions:
     frame_ms: int = 40
     duration_s: float | None = None  # None: until Ctrl-C
     output: Path | None = None
+    languages: tuple[str, ...] = ()  # with language auto: detection chooses among these
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_MS <= self.frame_ms <= MAX_FRAME_MS:
@@ -117,7 +118,7 @@ async def capture(options: MicOptions, display: CaptionDisplay) -> str:
     """Caption the microphone until stopped; returns the transcript."""
     sounddevice = _sounddevice()
     rate = _device_rate(options.device)
-    start = StartOptions(sample_rate=rate, channels=1, language=options.language, task=options.task)
+    start = StartOptions(sample_rate=rate, channels=1, language=options.language, task=options.task, languages=options.languages)
     writer = TranscriptWriter(options.output) if options.output is not None else None
     loop = asyncio.get_running_loop()
     frames = MicFrames(loop, start.bytes_per_frame, round(options.duration_s * rate) if options.duration_s else None)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{index:3d}  {name}  ({rate} Hz)")
         return 0
     try:
-        options = MicOptions(connect_options(args), args.device, args.language, args.task, args.frame_ms, args.duration, args.output)
+        options = MicOptions(connect_options(args), args.device, args.language, args.task, args.frame_ms, args.duration, args.output, args.languages)
     except ValueError as exc:
         parser.error(str(exc))
 

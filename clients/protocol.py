@@ -58,6 +58,7 @@ class StartOptions:
     task: str = "transcribe"
     word_timestamps: bool = True
     events: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()  # with language auto: detection chooses among these
     resume_session_id: str | None = None
     resume_last_stable_id: int = -1
 
@@ -93,6 +94,8 @@ class StartOptions:
             "word_timestamps": self.word_timestamps,
             "events": list(self.events),
         }
+        if self.languages:
+            body["languages"] = list(self.languages)
         if self.resume_session_id is not None:
             body["resume"] = {"session_id": self.resume_session_id, "last_stable_id": self.resume_last_stable_id}
         return body

@@ -32,6 +32,7 @@ class ReplayOptions:
     task: str = "transcribe"
     events: Path | None = None
     output: Path | None = None
+    languages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.output is not None:
@@ -40,7 +41,7 @@ class ReplayOptions:
 
 async def replay(options: ReplayOptions, clip: AudioClip, display: CaptionDisplay) -> str:
     """Stream `clip` through one session; returns the transcript (stable text)."""
-    start = StartOptions(sample_rate=clip.sample_rate, channels=clip.channels, language=options.language, task=options.task)
+    start = StartOptions(sample_rate=clip.sample_rate, channels=clip.channels, language=options.language, task=options.task, languages=options.languages)
     writer = TranscriptWriter(options.output) if options.output is not None else None
     connection = await StreamConnection.open(options.connect, start)
     events = EventLog(options.events, clip.sample_rate) if options.events is not None else None
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None) -> ReplayOptions:
     parser.add_argument("--output", type=Path, help="transcript file, written as stable segments arrive: .srt .vtt .json .txt")
     args = parser.parse_args(argv)
     try:
-        return ReplayOptions(args.audio, connect_options(args), PacingOptions(args.frame_ms, args.speed), args.language, args.task, args.events, args.output)
+        return ReplayOptions(args.audio, connect_options(args), PacingOptions(args.frame_ms, args.speed), args.language, args.task, args.events, args.output, args.languages)
     except ValueError as exc:
         parser.error(str(exc))
         raise  # parser.error exits; this only tells type checkers so

@@ -109,11 +109,15 @@ class WindowOptions:
     no_speech_threshold: float | None = 0.6  # above, with a low logprob: silence, no text
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     suppress_tokens: str | tuple[int, ...] | None = "-1"
+    # With language None: detection chooses among these only (empty: any language).
+    language_candidates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         object.__setattr__(self, "language", normalize_language(self.language))
+        candidates = tuple(normalize_language(c) or "" for c in self.language_candidates)
+        object.__setattr__(self, "language_candidates", candidates)
         temperatures = tuple(float(t) for t in self.temperatures)
         if not temperatures or any(not 0 <= t <= 10 for t in temperatures):
             raise ValueError(f"temperatures must be a non-empty sequence of values in [0, 10], got {self.temperatures!r}")
@@ -288,7 +292,7 @@ def decode_mel_windows(
         with timed(clock, "encoder", device):
             features = model.embed_audio(mel)
         with timed(clock, "language", device):
-            languages, language_probs = _languages(model, features, options.language)
+            languages, language_probs = _languages(model, features, options.language, options.language_candidates)
         with timed(clock, "decoder", device):
             decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts, forced)
         results = [
@@ -310,14 +314,38 @@ def _is_quiet(window: np.ndarray) -> bool:
     return len(window) == 0 or float(np.abs(window).max()) < SILENT_PEAK
 
 
-def _languages(model: Whisper, features: torch.Tensor, language: str | None) -> tuple[list[str], list[dict[str, float] | None]]:
+def _languages(
+    model: Whisper, features: torch.Tensor, language: str | None, candidates: Sequence[str] = ()
+) -> tuple[list[str], list[dict[str, float] | None]]:
     rows = features.shape[0]
     if not model.is_multilingual:
         return ["en"] * rows, [None] * rows
     if language is not None:
         return [language] * rows, [None] * rows
+    probs = _detected(model, features, candidates)
+    return [max(p, key=lambda k: p[k]) for p in probs], list(probs)
+
+
+def _detected(model: Whisper, features: torch.Tensor, candidates: Sequence[str]) -> list[dict[str, float]]:
+    """Each row's language probabilities, over `candidates` only (renormalised) when given."""
     _, probs = detect_language(model, features, model_tokenizer(model))
-    return [max(p, key=lambda code: p[code]) for p in probs], list(probs)
+    if not candidates:
+        return probs
+    kept = [{k: p[k] for k in candidates if k in p} for p in probs]
+    return [{k: v / (sum(row.values()) or 1.0) for k, v in row.items()} for row in kept]
+
+
+def detect_window_languages(model: Whisper, audio: Sequence[np.ndarray], candidates: Sequence[str] = ()) -> list[dict[str, float]]:
+    """The language probabilities of windows of at most 30 s of 16 kHz audio (an encoder pass
+    each, as `decode_windows` cuts them), over `candidates` only when given."""
+    if not audio:
+        return []
+    windows = [np.asarray(a, dtype=np.float32)[:N_SAMPLES] for a in audio]
+    with torch.inference_mode():
+        mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
+        for row, window in enumerate(windows):
+            mel[row, :, len(window) // HOP_LENGTH :] = 0
+        return _detected(model, model.embed_audio(mel), candidates)
 
 
 def _decode_with_fallback(

@@ -132,6 +132,34 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class LanguageConfig:
+    """How `auto` decides a stream's language (see `streamer.language`)."""
+
+    languages: str = ""  # comma-separated codes detection chooses among ("es,en"); empty: any; one: no detection
+    min_speech: float = 2.5  # voiced seconds heard before the language may be decided...
+    confidence: float = 0.8  # ...and the share of the evidence its top language must hold
+    switch_speech: float = 2.0  # voiced seconds of another language needed to switch...
+    switch_confidence: float = 0.8  # ...and its share of them
+    recheck_utterances: int = 2  # at most this many recent utterances make that evidence
+    max_hold: float = 6.0  # seconds after the first speech when the language is decided on what there is
+
+    def __post_init__(self) -> None:
+        for code in self.language_list:
+            _check(code.isalpha() and 2 <= len(code) <= 3, f"language.languages: not a language code: {code!r}")
+        _check(0.0 <= self.min_speech <= 20.0, f"language.min_speech must be in 0..20 s, got {self.min_speech}")
+        _check(0.0 < self.confidence <= 1.0, f"language.confidence must be in (0, 1], got {self.confidence}")
+        _check(0.0 < self.switch_speech <= 30.0, f"language.switch_speech must be in (0, 30] s, got {self.switch_speech}")
+        _check(0.0 < self.switch_confidence <= 1.0, f"language.switch_confidence must be in (0, 1], got {self.switch_confidence}")
+        _check(1 <= self.recheck_utterances <= 10, f"language.recheck_utterances must be in 1..10, got {self.recheck_utterances}")
+        # Held text stays in the buffer, which commits when full (stream.max_buffer, at least 2 s).
+        _check(0.5 <= self.max_hold <= 20.0, f"language.max_hold must be in 0.5..20 s, got {self.max_hold}")
+
+    @property
+    def language_list(self) -> tuple[str, ...]:
+        return tuple(c.strip().lower() for c in self.languages.split(",") if c.strip())
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     # TOML [[key]] tables (id, sha256 or secret, origins, max_streams); keys also come from the
     # WHISPER_STREAMER_API_KEYS environment variable ("id:secret,id2:sha256:HEX"). No key at all:
@@ -203,6 +231,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     store: StoreConfig = field(default_factory=StoreConfig)

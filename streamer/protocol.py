@@ -66,6 +66,7 @@ class Start:
     language: str = "auto"
     task: str = "transcribe"
     word_timestamps: bool = True
+    languages: tuple[str, ...] = ()  # with `auto`: detection chooses among these (empty: the config's)
     events: tuple[str, ...] = ()
     version: int = PROTOCOL_VERSION
     resume: Mapping[str, Any] | None = None
@@ -221,7 +222,11 @@ def parse_start(body: Mapping[str, Any]) -> Start:
     if not all(isinstance(e, str) for e in events):
         raise ProtocolError(CloseCode.MALFORMED, "`events` must be a list of strings")
     resume = _field(body, "resume", dict, None)
+    languages = _field(body, "languages", list, [])
+    if not all(isinstance(code, str) for code in languages):
+        raise ProtocolError(CloseCode.MALFORMED, "`languages` must be a list of strings")
     return Start(
+        languages=tuple(languages),
         version=_field(body, "version", int, PROTOCOL_VERSION),
         sample_rate=_field(body, "sample_rate", int, 16000),
         encoding=_field(body, "encoding", str, "pcm_s16le"),

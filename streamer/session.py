@@ -30,11 +30,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from model.audio import N_SAMPLES, SAMPLE_RATE
+from model.tokenizer import normalize_language
 
 from .buffer import AudioBuffer
 from .commit import CommitPolicy, LocalAgreement, find_repetition_loop, skip_committed, word_key
 from .config import Config
 from .ingest import AudioDecoder
+from .language import LanguageDecider
 from .protocol import (
     CloseCode,
     End,
@@ -51,7 +53,6 @@ from .protocol import (
 from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import FRAME_SAMPLES, SpeechStart, VoiceActivityDetector
 
-LANGUAGE_CONFIDENCE = 0.5  # detection probability at which a stream's language is fixed
 ENDPOINT_MARGIN = 0.1  # s a decode must have heard past the end of speech to stand for the final one
 EDGE_MARGIN = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
 UNHEARD_TAIL = 0.6  # s of speech after a final decode's last word that are decoded once more
@@ -107,8 +108,11 @@ class Session:
         self._decoder = AudioDecoder(start)
         self._vad = VoiceActivityDetector(config.vad.aggressiveness, config.vad.speech_start, config.stream.endpoint_silence)
         self._buffer = AudioBuffer()
-        self._fixed_language = language != "auto" or not model.multilingual
-        self.language: str | None = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
+        fixed = None if language == "auto" and model.multilingual else ("en" if language == "auto" else language)
+        # The language decider (`streamer.language`): in `auto`, stable text waits for it.
+        self._language = LanguageDecider(config.language, _candidates(start, config, model), fixed=fixed)
+        self._fixed_language = self._language.fixed
+        self.language: str | None = self._language.language
         self._prompt = start.prompt  # committed text before the buffer, given to the decoder as context...
         self._prompt_open = ""  # ...but for that of an unfinished Whisper segment (see `_extend_prompt`)
         self._unprompted = False  # this utterance is decoded without the prompt (see `apply_result`)
@@ -194,6 +198,7 @@ class Session:
         """Commit what is pending at the next tick (nothing to do when no speech is pending)."""
         if self._speech_pending:
             self._final_reason = "flush"
+            self._language.expire()  # text held for the language is wanted now too
         return []
 
     def stop(self) -> list[ServerMessage]:
@@ -223,12 +228,15 @@ class Session:
             raise ProtocolError(CloseCode.SESSION_TOO_LONG, f"session longer than the maximum of {self._config.stream.max_session_seconds:.0f} s")
         for transition in self._vad.feed(samples):
             if isinstance(transition, SpeechStart):
+                self._language.begin_utterance(max(0.0, transition.time - self._config.vad.preroll), self._vad.voiced_seconds)
                 self._speech_epoch += 1
                 self._onset = transition.time
                 self._tail_retried = False  # a new utterance may need its own second decode
                 if not self._speech_pending:
                     self._speech_pending = True
                     start_sample = int(transition.time * SAMPLE_RATE)
+                    if self._committed_in_buffer and self._language.holding:
+                        self._close_utterance()  # its own language-ID (and decode) hears it alone
                     if not self._committed_in_buffer:  # else the last utterance's words stay as context
                         self._buffer.trim_to(start_sample - int(self._config.vad.preroll * SAMPLE_RATE))
                     # The first decode waits for `first_tick` s of speech: less rarely reads as words.
@@ -244,6 +252,7 @@ class Session:
             if "vad" in self._start.events:
                 messages.append(VadEvent(event, transition.time))
         messages.extend(self._commit_at_endpoint())
+        self._end_hold()
         if self._speech_pending:
             if self._final_reason is None and self._buffer.duration >= self._config.stream.max_buffer:
                 self._final_reason = "full"
@@ -307,7 +316,7 @@ class Session:
             audio=audio,
             window_start=self._buffer.start_time,
             prompt=prompt,
-            language=self.language,
+            language=self._request_language(),
             task=self._start.task,
             final=self._final_reason is not None,
             commit_until=self._endpoint_time + ENDPOINT_MARGIN if self._final_reason == "endpoint" and self._endpoint_time is not None else None,
@@ -318,6 +327,10 @@ class Session:
             # words afresh: forced, they led it to the same place ("…with ugly ones.", then
             # nothing of the 7 s utterance after them).
             context=() if self._tail_retried or self._unprompted else tuple(self._committed_in_buffer),
+            detect_language=self._language.holding,  # until the language is known, every decode tells it
+            languages=self._language.candidates,
+            detect_from=self._language.detect_from,
+            voiced_total=self._vad.voiced_seconds,
         )
         self._final_reason = None
         self._last_request_end = self._buffer.start + len(audio)
@@ -354,10 +367,9 @@ class Session:
             # in the pause, so the next decode hears that speech alone, as after silence.
             self._cut_in_pause(request.context[-1].end)
             return self._decode_again(request)
-        messages: list[ServerMessage] = []
-        if self.language is None and words and hypothesis.language_probability >= LANGUAGE_CONFIDENCE:
-            self.language = hypothesis.language
-            messages.append(LanguageDetected(hypothesis.language, hypothesis.language_probability))
+        messages, again = self._observe_language(request, hypothesis, words)
+        if again:
+            return messages + self._decode_again(request)
         final, until = request.final, request.commit_until
         if self._final_reason == "endpoint" and self._heard_past_endpoint(request.window_end, words):
             # The speaker stopped while this decode ran, and it heard the whole utterance: no need
@@ -396,7 +408,7 @@ class Session:
     def _commit_at_endpoint(self) -> list[ServerMessage]:
         """At an endpoint, commits the latest hypothesis at once when it heard past the end of speech."""
         heard = self._hypothesis
-        if self._final_reason != "endpoint" or self._in_flight is not None or heard is None:
+        if self._final_reason != "endpoint" or self._in_flight is not None or heard is None or self._language.holding:
             return []
         if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
@@ -409,6 +421,8 @@ class Session:
 
         `final` commits every word, or with `until` every word that starts before that time.
         """
+        if self._language.holding and not (final and self._ends_earlier_utterance(until)):
+            return self._hold(heard.words, final=final)
         words = heard.words
         messages: list[ServerMessage] = []
         fallback, self._retry_fallback = self._retry_fallback, []
@@ -476,6 +490,89 @@ class Session:
         messages.extend(self._update_partial(remaining))
         return messages
 
+    def _observe_language(self, request: TickRequest, hypothesis: Hypothesis, words: list[Word]) -> tuple[list[ServerMessage], bool]:
+        """Gives the decider a decode's language-ID; a final decode that must commit (stop,
+        flush, `language.max_hold`) decides on what there is. Returns the `language` message of
+        a new decision or switch, and whether the decode, in another language, is done again."""
+        decider, before, now = self._language, self.language, request.window_end
+        # Before the decision, a decode with no words (noise) gives no evidence; after it, a decode in
+        # the stream's language may hear nothing of an utterance in another, whose ID still counts.
+        if request.detect_language and hypothesis.language_probs is not None and (words or before is not None):
+            onset = request.detect_from if request.detect_from is not None else request.window_start
+            final = request.final and not self._ends_earlier_utterance(request.commit_until)
+            decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=final)
+        elif request.detect_language and words and request.language is None:
+            decider.report(hypothesis.language, hypothesis.language_probability, now)
+        # Only a final decode of the held speech itself decides on what there is.
+        heard = request.detect_from is None or abs(request.detect_from - (decider.detect_from or 0.0)) < 1e-6
+        of_held = request.final and not self._ends_earlier_utterance(request.commit_until) and heard
+        if decider.holding and of_held and (self.stopping or decider.hold_expired(now)):
+            decider.force(now)
+        decision = decider.decision
+        messages: list[ServerMessage] = []
+        if decision is not None and decision.language != before:
+            if before is not None:
+                messages.extend(self._switch_language(decision.since, words))
+            self.language = decision.language
+            messages.append(LanguageDetected(decision.language, decision.probability))
+        # Words to commit, decoded in another language than the stream's, are decoded again in it.
+        commits = not decider.holding or (request.final and self._ends_earlier_utterance(request.commit_until))
+        again = bool(words) and commits and self.language is not None and hypothesis.language != self.language
+        # A switch cut the buffer at the new language's utterance: it is decoded again, alone and in it.
+        again = again or (before is not None and decision is not None and decision.language != before)
+        if again:
+            self._partial_words = []  # in the other language: not what the next decode must go on from
+        return messages, again
+
+    def _request_language(self) -> str | None:
+        """The language a decode is in: the stream's; None (detected) while it is not decided, or
+        while the window holds just an utterance whose own language is not known yet."""
+        decider = self._language
+        if not decider.holding or decider.language is None:
+            return decider.language
+        onset = decider.detect_from
+        alone = onset is not None and self._buffer.start_time >= onset - 0.05
+        return None if alone else self.language
+
+    def _ends_earlier_utterance(self, until: float | None) -> bool:
+        """Whether a final decode commits an utterance that ended before the latest one began
+        (the worker was late): it commits those words only, so the latest one's language check
+        does not wait for it, nor it for that check."""
+        return until is not None and until <= self._onset + ENDPOINT_MARGIN
+
+    def _switch_language(self, onset: float, words: list[Word]) -> list[ServerMessage]:
+        """The utterance from `onset` on is in another language: the words before it (a late
+        worker heard them in the same window) are committed in the old one; the next decode
+        hears that utterance alone, without the old language's words as context or prompt (the
+        decoder would go on in it)."""
+        stables = self._commit([w for w in words if w.start < onset], self.language or "")
+        self._close_utterance()
+        if onset > self._buffer.start_time:
+            self._buffer.trim_to(int(onset * SAMPLE_RATE))
+        self._prompt = self._prompt_open = ""
+        self._draft = (-1.0, "", ())
+        self._policy.reset()
+        self._hypothesis = None
+        self._partial_words = []
+        return list(stables)
+
+    def _hold(self, words: list[Word], *, final: bool) -> list[ServerMessage]:
+        """The language is not decided yet: nothing is committed; the words stay the partial, and
+        their audio stays in the buffer (speech stays pending), so later decodes hear them again
+        and commit them in the decided language."""
+        if final:
+            self._endpoint_time = None
+            self._hypothesis = None
+            self._policy.reset()
+        return self._update_partial(words)
+
+    def _end_hold(self) -> None:
+        """Text held past `language.max_hold` in a pause gets the final decode that decides."""
+        if self._vad.in_speech or not self._speech_pending or self._in_flight is not None or self._final_reason is not None:
+            return
+        if self._vad.pause_seconds >= self._config.stream.endpoint_silence and self._language.holding and self._language.hold_expired(self._buffer.end_time):
+            self._want_final_decode()
+
     def _next_utterance_began(self, until: float | None) -> bool:
         """Whether the speaker began again after the endpoint that commits the words before `until`."""
         return until is not None and self._vad.in_speech and self._onset >= until
@@ -489,7 +586,7 @@ class Session:
         ("…with ugly ones. And it was…"). `heard`, the new utterance's start as this decode
         heard it, stays the partial and the agreement's last hypothesis, and the next decode
         must begin as it does."""
-        if self._keep_context():
+        if not self._language.holding and self._keep_context():  # held: its language-ID hears it alone
             cut = self._buffer.start_time
         else:
             cut = self._cut_in_pause(self._endpoint_time if self._endpoint_time is not None else self._onset)
@@ -688,6 +785,19 @@ class Session:
             self.ended = True
             return [End(self._next_stable_id - 1, self._buffer.end_time)] if self._announce_end else []
         return []
+
+
+def _candidates(start: Start, config: Config, model: ModelInfo) -> tuple[str, ...]:
+    """The languages detection chooses among: the client's, else the config's (empty: any)."""
+    try:
+        codes = tuple(normalize_language(code) or "" for code in start.languages)
+    except ValueError as exc:
+        raise ProtocolError(CloseCode.UNSUPPORTED, f"languages: {exc}") from exc
+    if not model.multilingual:
+        if any(code != "en" for code in codes):
+            raise ProtocolError(CloseCode.UNSUPPORTED, f"model {model.name} is English-only; languages {list(codes)} are not available")
+        return ()
+    return codes or config.language.language_list
 
 
 def _mean_probability(words: Sequence[Word]) -> float:

@@ -7,6 +7,7 @@ reads session state; a `Hypothesis` is plain data the session applies in the eve
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,12 @@ class TickRequest:
     # Committed words whose audio is in the window (stream times): the decode begins with them
     # as known text, so it hears them in context without deciding them again.
     context: tuple[Word, ...] = ()
+    # The hypothesis should carry the language-ID (`Hypothesis.language_probs`) of the audio from
+    # `detect_from` (stream time; None: the whole window), among `languages` (empty: any).
+    detect_language: bool = False
+    languages: tuple[str, ...] = ()
+    detect_from: float | None = None
+    voiced_total: float = 0.0  # the VAD's voiced seconds of the stream up to the window's end
 
     @property
     def window_end(self) -> float:
@@ -71,3 +78,4 @@ class Hypothesis:
     no_speech_prob: float
     compression_ratio: float
     tokens: tuple[int, ...] = ()  # what the decoder sampled: the next tick's draft
+    language_probs: Mapping[str, float] | None = None  # the language-ID, when the request asked for it

@@ -45,6 +45,7 @@ class VoiceActivityDetector:
         self._pending = np.zeros(0, np.int16)
         self._frames = 0  # frames classified so far
         self._last_voiced_frame = -1
+        self._voiced_frames = 0
         self.in_speech = False
 
     @property
@@ -56,6 +57,16 @@ class VoiceActivityDetector:
         """Counts time from frame `frames` (a stream continued elsewhere), as if silence preceded."""
         self._frames = frames
         self._last_voiced_frame = frames - 1
+
+    @property
+    def voiced_seconds(self) -> float:
+        """Seconds of voiced frames so far (how much speech a language-ID has to go on)."""
+        return self._voiced_frames * FRAME_SECONDS
+
+    @property
+    def pause_seconds(self) -> float:
+        """Seconds since the last voiced frame ended (all the audio before any)."""
+        return (self._frames - self._last_voiced_frame - 1) * FRAME_SECONDS
 
     def feed(self, samples: np.ndarray) -> list[VadTransition]:
         """Classifies the complete 30 ms frames in `samples` (16 kHz float32); returns transitions."""
@@ -77,6 +88,7 @@ class VoiceActivityDetector:
         self._recent.append(voiced)
         if voiced:
             self._last_voiced_frame = index
+            self._voiced_frames += 1
         if not self.in_speech:
             window = list(self._recent)[-self._start_window :]
             if len(window) == self._start_window and sum(window) >= START_RATIO * self._start_window:

@@ -23,19 +23,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from model.audio import SAMPLE_RATE
 from model.decoding import TIME_PRECISION, model_tokenizer
-from model.profile import StageClock
+from model.profile import StageClock, timed
 from model.runtime import cpu_has_native_bfloat16
 from model.tokenizer import Tokenizer
-from model.transcribe import (
-    DEFAULT_TEMPERATURES,
-    WindowOptions,
-    WindowResult,
-    decode_windows,
-)
+from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows, detect_window_languages
 from model.weights import default_device, load_model
 from model.whisper import Whisper
 
@@ -170,11 +166,11 @@ class ModelWorker:
         tokenizer = model_tokenizer(model)
         hypotheses: list[Hypothesis | None] = [None] * len(requests)
         # One WindowOptions per call: rows that differ in language or task go in separate calls.
-        groups: dict[tuple[str | None, str], list[int]] = {}
+        groups: dict[tuple[str | None, str, tuple[str, ...]], list[int]] = {}
         for i, request in enumerate(requests):
-            groups.setdefault((request.language, request.task), []).append(i)
-        for (language, task), rows in groups.items():
-            options = replace(self._options, language=language, task=task)
+            groups.setdefault((request.language, request.task, request.languages), []).append(i)
+        for (language, task, candidates), rows in groups.items():
+            options = replace(self._options, language=language, task=task, language_candidates=candidates)
             prompts = [tokenizer.encode(requests[i].prompt) if requests[i].prompt else [] for i in rows]
             drafts = [requests[i].draft for i in rows]
             forced = [context_tokens(requests[i], tokenizer) for i in rows]
@@ -182,6 +178,8 @@ class ModelWorker:
             results = decode_windows(model, audio, options, prompts, drafts if any(drafts) else None, forced if any(forced) else None, clock)
             for i, result in zip(rows, results, strict=True):
                 hypotheses[i] = to_hypothesis(result)
+        with timed(clock, "language", model.device):
+            _add_language_ids(model, requests, hypotheses)
         seconds = time.perf_counter() - began
         audio_seconds = sum(len(r.audio) for r in requests) / SAMPLE_RATE
         profile = BatchProfile(dict(clock.seconds), model.decoder_passes - passes_before, len(requests), audio_seconds)
@@ -189,6 +187,37 @@ class ModelWorker:
             split = ", ".join(f"{stage} {t:.3f}" for stage, t in clock.seconds.items())
             log.debug("decoded %d window(s), %.1f s of audio, in %.2f s (%s; %d decoder passes)", len(requests), audio_seconds, seconds, split, profile.decoder_passes)
         return BatchResult(tuple(h for h in hypotheses if h is not None), seconds, profile)
+
+
+def _add_language_ids(model: Whisper, requests: list[TickRequest], hypotheses: list[Hypothesis | None]) -> None:
+    """Gives the hypotheses of requests that asked for it their language-ID: the decode's own
+    detection when it detected on the audio asked for, else one more encoder pass on that audio
+    alone (an utterance after context in another language: its window's ID is the context's)."""
+    if not model.is_multilingual:
+        return
+    separate: list[int] = []
+    for i, request in enumerate(requests):
+        hypothesis = hypotheses[i]
+        if not request.detect_language or hypothesis is None:
+            continue
+        whole = request.detect_from is None or request.detect_from <= request.window_start + 0.01
+        if request.language is None and whole and hypothesis.language_probs is not None:
+            continue
+        separate.append(i)
+    by_candidates: dict[tuple[str, ...], list[int]] = {}
+    for i in separate:
+        by_candidates.setdefault(requests[i].languages, []).append(i)
+    for candidates, rows in by_candidates.items():
+        audio = [_detection_audio(requests[i]) for i in rows]
+        for i, probs in zip(rows, detect_window_languages(model, audio, candidates), strict=True):
+            hypothesis = hypotheses[i]
+            assert hypothesis is not None
+            hypotheses[i] = replace(hypothesis, language_probs=probs)
+
+
+def _detection_audio(request: TickRequest) -> np.ndarray:
+    begin = 0 if request.detect_from is None else max(0, round((request.detect_from - request.window_start) * SAMPLE_RATE))
+    return request.audio[begin:]
 
 
 def context_tokens(request: TickRequest, tokenizer: Tokenizer) -> list[int]:
@@ -260,4 +289,5 @@ def to_hypothesis(result: WindowResult) -> Hypothesis:
         no_speech_prob=float(result.no_speech_prob),
         compression_ratio=float(result.compression_ratio),
         tokens=tuple(result.tokens),
+        language_probs=dict(result.language_probs) if result.language_probs else None,
     )

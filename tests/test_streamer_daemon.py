@@ -61,12 +61,13 @@ async def stream(
     events: tuple[str, ...] = (),
     stop: bool = True,
     started: asyncio.Event | None = None,
+    extra_start: dict | None = None,
 ) -> Transcript:
     """Streams `audio` (16 kHz mono) like a live client at `speed` × real time; returns what came back."""
     samples = encode_audio(audio, rate, encoding, channels)
     result = Transcript()
     async with connect(url, max_size=None) as ws:
-        start = {"type": "start", "sample_rate": rate, "encoding": encoding, "channels": channels, "events": list(events)}
+        start = {"type": "start", "sample_rate": rate, "encoding": encoding, "channels": channels, "events": list(events), **(extra_start or {})}
         await ws.send(json.dumps(start) if json_mode else msgpack.packb(start))
 
         async def read() -> None:
