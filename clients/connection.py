@@ -137,41 +137,6 @@ class StreamConnection:
         await self.websocket.close()
 
 
-async def stream_session(
-    connection: StreamConnection,
-    frames: AsyncIterator[bytes],
-    on_message: Callable[[Received], None],
-    on_sent: Callable[[int], None] = lambda samples: None,
-) -> End:
-    """Send every frame of `frames` then `stop`, while handing each server message to `on_message`.
-
-    Returns the `end` message; raises `StreamClosedError` (the sender is cancelled) when the
-    server closes the session early. `on_sent` hears of each frame (its samples per channel)
-    right after it was sent.
-    """
-
-    async def send_all() -> None:
-        async for pcm in frames:
-            await connection.send_audio(pcm)
-            on_sent(len(pcm) // connection.protocol.options.bytes_per_frame)
-        await connection.stop()
-
-    async def receive_all() -> None:
-        async for received in connection.messages():
-            on_message(received)
-
-    # A TaskGroup cancels the sender when the receiver fails, and the other way round.
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(send_all())
-            group.create_task(receive_all())
-    except ExceptionGroup as failed:
-        # Callers handle one error; each exception keeps its own traceback.
-        raise failed.exceptions[0] from failed
-    assert connection.protocol.end is not None
-    return connection.protocol.end
-
-
 # ---- a stream that survives its connection -----------------------------------------------------
 
 
@@ -225,12 +190,15 @@ class ResumingStream:
         on_message: Callable[[Received], None],
         policy: ReconnectPolicy = ReconnectPolicy(),
         on_resume: Callable[[Resumed], None] = lambda resumed: None,
+        on_sent: Callable[[int], None] = lambda samples: None,
     ) -> None:
         self.connect_options = connect_options
         self.start = start
         self.policy = policy
         self._on_message = on_message
         self._on_resume = on_resume
+        self._on_sent = on_sent
+        self._connection: StreamConnection | None = None
         self._kept = UnacknowledgedAudio(start.sample_rate, start.bytes_per_frame)
         self.stable: list[Stable] = []
         self.session_id: str | None = None
@@ -241,12 +209,30 @@ class ResumingStream:
     def last_stable_id(self) -> int:
         return len(self.stable) - 1
 
+    def transcript(self) -> str:
+        """The stable text so far, across every connection."""
+        return "".join(s.text for s in self.stable).strip()
+
+    async def open(self) -> Ready:
+        """Opens the first connection (a refused `start` raises here); `run` opens it when not done."""
+        if self._connection is None:
+            self._connection = await StreamConnection.open(self.connect_options, self.start)
+            self.session_id = self._connection.ready.session_id
+            assert self._connection.handshake is not None
+            self._on_message(self._connection.handshake)
+        return self._connection.ready
+
+    async def close(self) -> None:
+        """Closes the current connection (`run` leaves it open only when it fails)."""
+        if self._connection is not None:
+            await self._connection.close()
+
     async def run(self, frames: AsyncIterator[bytes]) -> End:
-        """Sends every frame then `stop` across as many connections as it takes; returns `end`."""
-        connection = await StreamConnection.open(self.connect_options, self.start)
-        self.session_id = connection.ready.session_id
-        assert connection.handshake is not None
-        self._on_message(connection.handshake)
+        """Sends every frame then `stop` across as many connections as it takes; returns `end`.
+        `on_sent` hears of each frame of `frames` (its samples per channel) once it was first sent."""
+        await self.open()
+        assert self._connection is not None
+        connection = self._connection
         # The source is read by its own task: a connection's end must not cancel (and so end) it.
         source: asyncio.Queue[bytes | None] = asyncio.Queue()
         pump = asyncio.create_task(_pump(frames, source), name="resuming-stream-source")
@@ -260,6 +246,7 @@ class ResumingStream:
                     if closed.code not in RESUMABLE_CLOSES:
                         raise
                     connection, replay = await self._reconnect(closed)
+                    self._connection = connection
         except BaseException:
             pump.cancel()
             raise
@@ -280,6 +267,7 @@ class ResumingStream:
                     break
                 self._kept.sent(pcm)  # kept before it is sent: a frame lost on the way is sent again
                 await connection.send_audio(pcm)
+                self._on_sent(len(pcm) // self.start.bytes_per_frame)
             await connection.stop()
 
         async def receive_all() -> None:

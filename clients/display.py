@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from .connection import Resumed
 from .protocol import ErrorMessage, Language, Partial, Received, Stable
 from .writers import TranscriptWriter
 
@@ -80,3 +81,13 @@ def caption_handler(display: CaptionDisplay, writer: TranscriptWriter | None, sp
             display.notice(f"warning {message.code}: {message.message}")
 
     return handle
+
+
+def resume_notice(display: CaptionDisplay, speaker: str | None = None) -> Callable[[Resumed], None]:
+    """Tells the user that the stream moved to a new connection (and how long text was held up)."""
+
+    def notice(resumed: Resumed) -> None:
+        who = f"{speaker}: " if speaker else ""
+        display.notice(f"{who}connection lost (code {resumed.close_code}); resumed after {resumed.seconds:.1f} s, {resumed.replayed_seconds:.1f} s of audio sent again")
+
+    return notice

@@ -11,14 +11,14 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .audio_file import AudioClip, read_audio
 from .cli import add_connection_arguments, connect_options, run_client
-from .connection import ConnectOptions, StreamConnection, stream_session
-from .display import CaptionDisplay, caption_handler
+from .connection import ConnectOptions, ResumingStream
+from .display import CaptionDisplay, caption_handler, resume_notice
 from .pacing import PacingOptions, paced_frames
 from .protocol import Received, Stable, StartOptions, Word
 from .writers import TranscriptFormat, TranscriptWriter
@@ -85,34 +85,37 @@ class MeetingTranscript:
         return tuple(self._segments)
 
 
+def _keeping(show: Callable[[Received], None], transcript: MeetingTranscript, speaker: str) -> Callable[[Received], None]:
+    """Shows a participant's messages and adds their stable segments to the meeting's transcript."""
+
+    def on_message(received: Received) -> None:
+        show(received)
+        if isinstance(received.message, Stable):
+            transcript.add(speaker, received.message)
+
+    return on_message
+
+
 async def meeting(participants: Sequence[Participant], options: MeetingOptions, display: CaptionDisplay) -> MeetingTranscript:
     transcript = MeetingTranscript(TranscriptWriter(options.output) if options.output is not None else None)
-    connections = []
+    sessions: list[ResumingStream] = []
     try:
         for p in participants:
             start = StartOptions(sample_rate=p.audio.sample_rate, channels=1, language=options.language)
-            connections.append(await StreamConnection.open(options.connect, start))
+            show = caption_handler(display, None, p.name)
+            session = ResumingStream(options.connect, start, _keeping(show, transcript, p.name), on_resume=resume_notice(display, p.name))
+            sessions.append(session)
+            await session.open()
         began = time.monotonic()  # one clock for all, so the streams stay in step
-
-        async def run(participant: Participant, connection: StreamConnection) -> None:
-            show = caption_handler(display, None, participant.name)
-
-            def on_message(received: Received) -> None:
-                show(received)
-                if isinstance(received.message, Stable):
-                    transcript.add(participant.name, received.message)
-
-            await stream_session(connection, paced_frames(participant.audio, options.pacing, began), on_message)
-
         async with asyncio.TaskGroup() as group:
-            for participant, connection in zip(participants, connections, strict=True):
-                group.create_task(run(participant, connection))
+            for participant, session in zip(participants, sessions, strict=True):
+                group.create_task(session.run(paced_frames(participant.audio, options.pacing, began)))
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from failed
     finally:
         display.close()
-        for connection in connections:
-            await connection.close()
+        for session in sessions:
+            await session.close()
     return transcript
 
 

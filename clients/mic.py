@@ -18,8 +18,8 @@ from typing import Any
 
 from .audio_file import AudioInputError
 from .cli import add_connection_arguments, connect_options, run_client
-from .connection import ConnectOptions, StreamConnection, stream_session
-from .display import CaptionDisplay, caption_handler
+from .connection import ConnectOptions, ResumingStream
+from .display import CaptionDisplay, caption_handler, resume_notice
 from .pacing import MAX_FRAME_MS, MIN_FRAME_MS
 from .protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, StartOptions
 from .writers import TranscriptFormat, TranscriptWriter
@@ -122,7 +122,8 @@ async def capture(options: MicOptions, display: CaptionDisplay) -> str:
     writer = TranscriptWriter(options.output) if options.output is not None else None
     loop = asyncio.get_running_loop()
     frames = MicFrames(loop, start.bytes_per_frame, round(options.duration_s * rate) if options.duration_s else None)
-    connection = await StreamConnection.open(options.connect, start)
+    session = ResumingStream(options.connect, start, caption_handler(display, writer), on_resume=resume_notice(display))
+    await session.open()  # a refused `start` fails before the device is opened
     try:
         try:
             stream = sounddevice.RawInputStream(
@@ -140,15 +141,15 @@ async def capture(options: MicOptions, display: CaptionDisplay) -> str:
         try:
             with stream:
                 display.notice(f"capturing from {sounddevice.query_devices(stream.device)['name']} at {rate} Hz")
-                await stream_session(connection, aiter(frames), caption_handler(display, writer))
+                await session.run(aiter(frames))
         finally:
             loop.remove_signal_handler(signal.SIGINT)
     finally:
         display.close()
-        await connection.close()
+        await session.close()
     if frames.overflows:
         print(f"mic: {frames.overflows} input overflows (audio was dropped by the device)", file=sys.stderr)
-    return connection.protocol.transcript()
+    return session.transcript()
 
 
 def _device_argument(value: str) -> int | str:

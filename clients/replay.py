@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .audio_file import AudioClip, read_audio
 from .cli import add_connection_arguments, connect_options, run_client
-from .connection import ConnectOptions, StreamConnection, stream_session
-from .display import CaptionDisplay, caption_handler
+from .connection import ConnectOptions, ResumingStream
+from .display import CaptionDisplay, caption_handler, resume_notice
 from .event_log import EventLog
 from .pacing import PacingOptions, paced_frames
 from .protocol import Received, StartOptions
@@ -43,7 +43,6 @@ async def replay(options: ReplayOptions, clip: AudioClip, display: CaptionDispla
     """Stream `clip` through one session; returns the transcript (stable text)."""
     start = StartOptions(sample_rate=clip.sample_rate, channels=clip.channels, language=options.language, task=options.task, languages=options.languages)
     writer = TranscriptWriter(options.output) if options.output is not None else None
-    connection = await StreamConnection.open(options.connect, start)
     events = EventLog(options.events, clip.sample_rate) if options.events is not None else None
     show = caption_handler(display, writer)
 
@@ -56,16 +55,15 @@ async def replay(options: ReplayOptions, clip: AudioClip, display: CaptionDispla
         if events is not None:
             events.audio_sent(samples)
 
+    stream = ResumingStream(options.connect, start, on_message, on_resume=resume_notice(display), on_sent=on_sent)
     try:
-        assert connection.handshake is not None
-        on_message(connection.handshake)
-        await stream_session(connection, paced_frames(clip, options.pacing), on_message, on_sent)
+        await stream.run(paced_frames(clip, options.pacing))
     finally:
         display.close()
         if events is not None:
             events.close()
-        await connection.close()
-    return connection.protocol.transcript()
+        await stream.close()
+    return stream.transcript()
 
 
 def parse_args(argv: list[str] | None) -> ReplayOptions:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import subprocess
 import sys
+import threading
 import wave
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -57,6 +62,78 @@ def test_replay_reports_a_refused_stream(url: str, shared_data: list[Clip]) -> N
     result = run("clients.replay", str(clip(shared_data, "cmu_goforward").path), "--url", url, "--language", "no-such-language")
     assert result.returncode == 1
     assert "4415" in result.stderr
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback, in its own thread, that cuts its first connection (no close
+    frame: the client sees 1006, as when a network path fails) once `cut_after` bytes went
+    upstream; later connections pass untouched."""
+
+    def __init__(self, upstream_url: str, cut_after: int) -> None:
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.path = parts.path
+        self.cut_after = cut_after
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.url = ""
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: int | None, peer: asyncio.StreamWriter) -> None:
+        sent = 0
+        while data := await reader.read(65536):
+            writer.write(data)
+            sent += len(data)
+            if budget is not None and sent >= budget:
+                writer.transport.abort()
+                peer.transport.abort()
+                return
+        writer.close()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        budget = self.cut_after if self.connections == 1 else None
+        server_reader, server_writer = await asyncio.open_connection(*self.upstream)
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer, budget, client_writer),
+            self._pipe(server_reader, client_writer, None, server_writer),
+            return_exceptions=True,
+        )
+
+    def run(self) -> None:
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{self.path}"
+            self.ready.set()
+            async with server:
+                await server.serve_forever()
+
+        self.loop.run_until_complete(serve())
+
+
+@pytest.fixture
+def cutting_proxy(url: str) -> Iterator[CuttingProxy]:
+    proxy = CuttingProxy(url, cut_after=100_000)  # about 3 s of 16 kHz int16 audio
+    thread = threading.Thread(target=proxy.run, daemon=True)
+    thread.start()
+    assert proxy.ready.wait(10)
+    yield proxy
+    proxy.loop.call_soon_threadsafe(proxy.loop.stop)
+
+
+def test_replay_resumes_after_a_lost_connection(cutting_proxy: CuttingProxy, shared_data: list[Clip], tmp_path: Path) -> None:
+    """The connection is cut mid-clip: the client resumes on its own (the daemon holds the
+    session), sends again what the daemon lacks, and its stable text is one stream, ids contiguous."""
+    speech = clip(shared_data, "ls_1089-134686-0001")
+    events = tmp_path / "events.jsonl"
+    result = run("clients.replay", str(speech.path), "--url", cutting_proxy.url, "--speed", "2", "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    assert cutting_proxy.connections == 2, "the client reconnected once"
+    assert "resumed after" in result.stdout
+    stables = [line["msg"] for line in map(json.loads, events.read_text().splitlines()) if line["msg"]["type"] == "stable"]
+    assert [s["id"] for s in stables] == list(range(len(stables)))
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(stables)), "no audio transcribed twice"
+    assert word_error_rate([speech.text], ["".join(s["text"] for s in stables)]) <= 0.10
 
 
 def padded(path: Path, source: Path, before_s: float, after_s: float) -> Path:
