@@ -77,6 +77,7 @@ class CuttingProxy:
         self.connections = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
+        self.stopping = asyncio.Event()
         self.url = ""
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: int | None, peer: asyncio.StreamWriter) -> None:
@@ -106,7 +107,7 @@ class CuttingProxy:
             self.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{self.path}"
             self.ready.set()
             async with server:
-                await server.serve_forever()
+                await self.stopping.wait()
 
         self.loop.run_until_complete(serve())
 
@@ -118,7 +119,8 @@ def cutting_proxy(url: str) -> Iterator[CuttingProxy]:
     thread.start()
     assert proxy.ready.wait(10)
     yield proxy
-    proxy.loop.call_soon_threadsafe(proxy.loop.stop)
+    proxy.loop.call_soon_threadsafe(proxy.stopping.set)
+    thread.join(10)
 
 
 def test_replay_resumes_after_a_lost_connection(cutting_proxy: CuttingProxy, shared_data: list[Clip], tmp_path: Path) -> None:
