@@ -49,6 +49,14 @@ class ModelInfo:
     multilingual: bool
 
 
+def _policy_of(start: Start, config: Config) -> CommitPolicy:
+    """The commit policy `start` asks for, or the daemon's; an unknown one ends this stream alone."""
+    try:
+        return make_policy(start.commit_policy or config.stream.commit_policy, config.stream)
+    except ValueError as exc:
+        raise ProtocolError(CloseCode.UNSUPPORTED, str(exc)) from exc
+
+
 class Session(ResultRules):
     """One transcription stream (see the module docstring for ownership and gating). The commit
     rules applied to a decode's result are `ResultRules`' (streamer/stream/results.py)."""
@@ -59,7 +67,7 @@ class Session(ResultRules):
         self._start = start
         self._config = config
         self._model = model
-        self._policy = policy if policy is not None else make_policy(config.stream.commit_policy, config.stream)
+        self._policy = policy if policy is not None else _policy_of(start, config)
         self._decoder = AudioDecoder(start)
         self._endpointer = Endpointer(config)
         self._buffer = StreamBuffer(config)
