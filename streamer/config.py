@@ -22,7 +22,7 @@ from typing import Any
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
-COMMIT_POLICIES = ("local-agreement",)  # streamer.stream.policy.make_policy builds each
+COMMIT_POLICIES = ("local-agreement", "alignatt")  # streamer.stream.policy.make_policy builds each
 
 
 class ConfigError(ValueError):
@@ -113,9 +113,11 @@ class StreamConfig:
     doubtful_word_probability: float = 0.5
     resume_window: float = 60.0  # seconds a dropped stream waits for a resume (0: no resume)
     # When text becomes stable (streamer.stream.policy): "local-agreement" commits the words the
-    # last `local_agreement_n` decodes agree on. A stream's `start` may choose another.
+    # last `local_agreement_n` decodes agree on; "alignatt" the words one decode attends to more
+    # than `alignatt_margin` s before the audio's end. A stream's `start` may choose another.
     commit_policy: str = "local-agreement"
     local_agreement_n: int = 2
+    alignatt_margin: float = 0.5  # s (SimulStreaming's 25 frames of 20 ms)
     # The stream rules' tunables (streamer/stream/): each names the rule it tunes.
     language_confidence: float = 0.5  # detection probability at which a stream's language is fixed
     endpoint_margin: float = 0.1  # s a decode must have heard past the end of speech to stand for the final one
@@ -144,6 +146,7 @@ class StreamConfig:
         _check(0.0 <= self.resume_window <= 3600.0, f"stream.resume_window must be in 0..3600 s, got {self.resume_window}")
         _check(self.commit_policy in COMMIT_POLICIES, f"stream.commit_policy must be one of {COMMIT_POLICIES}, got {self.commit_policy!r}")
         _check(2 <= self.local_agreement_n <= 10, f"stream.local_agreement_n must be in 2..10, got {self.local_agreement_n}")
+        _check(0.0 <= self.alignatt_margin <= 5.0, f"stream.alignatt_margin must be in 0..5 s, got {self.alignatt_margin}")
         _check(0.0 <= self.language_confidence <= 1.0, f"stream.language_confidence must be in 0..1, got {self.language_confidence}")
         for name in ("endpoint_margin", "edge_margin", "unheard_tail", "retry_overlap", "merged_overlap", "unheard_word", "max_word_seconds", "context_pause"):
             _check(0.0 <= getattr(self, name) <= 30.0, f"stream.{name} must be in 0..30 s, got {getattr(self, name)}")

@@ -103,8 +103,7 @@ class ResultRules:
         words = self._final_words(heard.words) if final else heard.words
         if words is None:
             return []
-        margin = self._config.stream.agreement_margin
-        count = commit_count(self._policy, words, final=final, until=until, truncated=truncated, window_end=heard.window_end, margin=margin)
+        count = commit_count(self._policy, words, final=final, until=until, truncated=truncated, window_end=heard.window_end)
         committed, remaining = words[:count], words[count:]
         messages: list[ServerMessage] = list(self._commit(committed, heard.language)) if committed else []
         if self._hypothesis is not None:
