@@ -1,7 +1,8 @@
 """A deterministic replay of shared clips through real sessions and the real model, in virtual time.
 
     python -m benchmarks.replay [--clips long_lj001_0001-0020,long_mixed_speakers,picovoice_empty_noise]
-        [--seconds 60] [--model tiny.en] --out replay.json
+        [--seconds 60] [--model tiny.en] [--policy local-agreement] --out replay.json
+    python -m benchmarks.replay --compare before.json after.json
 
 Each clip (cut to --seconds) is fed to one `Session` 0.1 s at a time; a virtual clock advances
 0.1 s per frame, and every decode takes a fixed --step of virtual seconds (no real clock, so two
@@ -22,7 +23,7 @@ import numpy as np
 
 from benchmarks.data import load_manifest
 from model.audio import SAMPLE_RATE, load_audio
-from streamer.config import Config, ModelConfig
+from streamer.config import Config, ModelConfig, StreamConfig
 from streamer.protocol import Partial, ServerMessage, Stable, Start
 from streamer.session import ModelInfo, Session
 from streamer.worker import ModelWorker
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=float, default=0.2, help="virtual seconds a decode takes")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--policy", default="local-agreement", help="stream.commit_policy")
     parser.add_argument("--out", type=Path, help="JSON file of every clip's events")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two outputs and exit")
     args = parser.parse_args(argv)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = compare(*(json.loads(p.read_text()) for p in args.compare))
         print("\n".join(problems) if problems else "stable messages identical")
         return 1 if problems else 0
-    config = Config(model=ModelConfig(model=args.model, threads=args.threads))
+    config = Config(model=ModelConfig(model=args.model, threads=args.threads), stream=StreamConfig(commit_policy=args.policy))
     worker = ModelWorker(config.model, config.stream)
     model = worker.load()
     by_id = {c.id: c for c in load_manifest()}

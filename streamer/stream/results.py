@@ -182,7 +182,7 @@ class ResultRules:
         if self._buffer.keep_context():
             cut = self._buffer.audio.start_time
         else:
-            cut = self._buffer.cut_in_pause(endpointer.voice_end() if endpointer.endpoint_time is not None else endpointer.onset, endpointer.onset)
+            cut = self._buffer.cut_in_pause(endpointer.endpoint_time if endpointer.endpoint_time is not None else endpointer.onset, endpointer.onset)
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
