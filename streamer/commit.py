@@ -1,4 +1,4 @@
-"""When hypothesis text becomes stable: the commit policy interface, LocalAgreement-2, and loop guards.
+"""When hypothesis text becomes stable: the commit policy interface, LocalAgreement-n, AlignAtt, and loop guards.
 
 A policy sees successive hypotheses of the uncommitted audio of one stream (words in stream
 time, the committed prefix already removed) and says how many leading words to commit. Committed
@@ -7,6 +7,7 @@ words are never revisited, so stable text is never revised.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Protocol
@@ -24,8 +25,9 @@ def word_key(word: Word) -> str:
 
 
 class CommitPolicy(Protocol):
-    def decide(self, words: Sequence[Word], *, final: bool) -> int:
-        """How many leading `words` to commit now; `final` asks for all of them."""
+    def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
+        """How many leading `words` to commit now, of a decode of audio up to `window_end`
+        (stream time); `final` asks for all of them."""
         ...
 
     def reset(self) -> None:
@@ -38,15 +40,21 @@ class LocalAgreement:
 
     The longest common prefix of the last `n` hypotheses is committed. With n=2, a word is
     stable once two consecutive decodes, the second one seeing more audio, agree on it.
+
+    A word ending within `margin` s of the window's end may be cut off, or misheard for want of
+    what follows, the same way twice: it is not agreed on until the audio after it is heard.
     """
 
-    def __init__(self, n: int = 2) -> None:
+    def __init__(self, n: int = 2, margin: float = 0.0) -> None:
         if n < 2:
             raise ValueError(f"LocalAgreement needs n >= 2, got {n}")
         self._n = n
+        self._margin = margin
         self._history: list[list[str]] = []
 
-    def decide(self, words: Sequence[Word], *, final: bool) -> int:
+    def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
+        if not final:
+            words = words[: next((i for i, w in enumerate(words) if w.end >= window_end - self._margin), len(words))]
         keys = [word_key(w) for w in words]
         if final:
             count = len(words)
@@ -62,6 +70,28 @@ class LocalAgreement:
 
     def reset(self) -> None:
         self._history = []
+
+
+class AlignAtt:
+    """AlignAtt (Papi et al.; SimulStreaming's rule) at word level: a word is committed while the
+    decoder's attention for it lies more than `margin` s before the end of the received audio,
+    from one decode alone (no agreement). The attended position is the word's aligned end (the
+    alignment heads' cross-attention is what places it, `model/timing.py`): a word attended at the
+    audio's very end may still be cut off, one well before it was heard whole. The decode goes
+    on from the committed words (the session forces them as its context)."""
+
+    def __init__(self, margin: float = 0.5) -> None:
+        if margin < 0:
+            raise ValueError(f"AlignAtt needs margin >= 0, got {margin}")
+        self._margin = margin
+
+    def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
+        if final:
+            return len(words)
+        return next((i for i, w in enumerate(words) if w.end >= window_end - self._margin), len(words))
+
+    def reset(self) -> None:
+        """Nothing to forget: each decode is judged alone."""
 
 
 def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
+COMMIT_POLICIES = ("local-agreement", "alignatt")  # streamer.stream.policy.make_policy builds each
 
 
 class ConfigError(ValueError):
@@ -114,6 +115,22 @@ class StreamConfig:
     # With no_speech_prob over its threshold, text whose mean word probability is below this is noise.
     doubtful_word_probability: float = 0.5
     resume_window: float = 60.0  # seconds a dropped stream waits for a resume (0: no resume)
+    # When text becomes stable (streamer.stream.policy): "local-agreement" commits the words the
+    # last `local_agreement_n` decodes agree on; "alignatt" the words one decode attends to more
+    # than `alignatt_margin` s before the audio's end. A stream's `start` may choose another.
+    commit_policy: str = "local-agreement"
+    local_agreement_n: int = 2
+    alignatt_margin: float = 0.5  # s (SimulStreaming's 25 frames of 20 ms)
+    # The stream rules' tunables (streamer/stream/): each names the rule it tunes.
+    endpoint_margin: float = 0.1  # s a decode must have heard past the end of speech to stand for the final one
+    edge_margin: float = 0.05  # s: at an endpoint, a word ending this close to a window's end may be cut by it
+    unheard_tail: float = 0.6  # s of speech after a final decode's last word that are decoded once more
+    retry_overlap: float = 0.5  # s (at most half `overlap`) of committed words kept before that tail
+    merged_overlap: float = 0.3  # s a final decode's first new word may start before the committed words end
+    unheard_word: float = 0.02  # s: a word aligned to less than this was not found in the audio...
+    unheard_run: int = 2  # ...and this many such words in a row were made up, not heard
+    max_word_seconds: float = 1.5  # a committed word "longer" than this was stretched by the alignment
+    context_pause: float = 3.0  # s of pause after which the last utterance is no longer the next one's context
 
     def __post_init__(self) -> None:
         _check(0.05 <= self.tick_interval <= 10.0, f"stream.tick_interval must be in 0.05..10 s, got {self.tick_interval}")
@@ -129,6 +146,12 @@ class StreamConfig:
         _check(self.compression_ratio_threshold > 1.0, "stream.compression_ratio_threshold must be > 1")
         _check(0.0 <= self.doubtful_word_probability <= 1.0, "stream.doubtful_word_probability must be in 0..1")
         _check(0.0 <= self.resume_window <= 3600.0, f"stream.resume_window must be in 0..3600 s, got {self.resume_window}")
+        _check(self.commit_policy in COMMIT_POLICIES, f"stream.commit_policy must be one of {COMMIT_POLICIES}, got {self.commit_policy!r}")
+        _check(2 <= self.local_agreement_n <= 10, f"stream.local_agreement_n must be in 2..10, got {self.local_agreement_n}")
+        _check(0.0 <= self.alignatt_margin <= 5.0, f"stream.alignatt_margin must be in 0..5 s, got {self.alignatt_margin}")
+        for name in ("endpoint_margin", "edge_margin", "unheard_tail", "retry_overlap", "merged_overlap", "unheard_word", "max_word_seconds", "context_pause"):
+            _check(0.0 <= getattr(self, name) <= 30.0, f"stream.{name} must be in 0..30 s, got {getattr(self, name)}")
+        _check(self.unheard_run >= 1, f"stream.unheard_run must be >= 1, got {self.unheard_run}")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class Start:
     version: int = PROTOCOL_VERSION
     resume: Mapping[str, Any] | None = None
     prompt: str = ""  # initial decoder context (the drop-in interfaces' keyterms / prompt; not on the v1 wire)
+    commit_policy: str = ""  # when words become stable; empty: the daemon's stream.commit_policy
 
     def __post_init__(self) -> None:
         if self.version != PROTOCOL_VERSION:
@@ -236,6 +237,7 @@ def parse_start(body: Mapping[str, Any]) -> Start:
         word_timestamps=_field(body, "word_timestamps", bool, True),
         events=tuple(events),
         resume=resume,
+        commit_policy=_field(body, "commit_policy", str, ""),
     )
 
 

@@ -128,6 +128,8 @@ class LocalStore:
 def start_to_dict(start: Start) -> dict[str, Any]:
     body = {name: getattr(start, name) for name in START_FIELDS}
     body["events"] = list(start.events)
+    if start.commit_policy:  # only when chosen, so a replica of the code before it still reads the rest
+        body["commit_policy"] = start.commit_policy
     return body
 
 

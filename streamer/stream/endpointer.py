@@ -1,0 +1,91 @@
+"""The endpointer: VAD, utterance boundaries, and why the next decode is final."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..vad import SpeechStart, VoiceActivityDetector
+
+
+class FinalReason(enum.Enum):
+    """Why the next decode commits everything pending."""
+
+    ENDPOINT = "endpoint"  # the VAD heard the speaker stop
+    FLUSH = "flush"  # the client asked (or a failed final decode is tried again)
+    STOP = "stop"  # no more audio will come
+    FULL = "full"  # the buffer nears the 30 s window
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A VAD transition, as the session hears it."""
+
+    event: str  # speech_start | speech_end (the protocol's VadEvent names)
+    time: float
+    began: bool = False  # a speech start that opened an utterance (no speech was pending)
+
+
+class Endpointer:
+    def __init__(self, config: Config) -> None:
+        self.vad = VoiceActivityDetector(config.vad.aggressiveness, config.vad.speech_start, config.stream.endpoint_silence)
+        self._margin = config.stream.endpoint_margin
+        self.speech_pending = False  # the uncommitted audio may hold speech
+        self.epoch = 0  # speech starts seen; tells a result whether speech began after its request
+        self.onset = 0.0  # stream time of the latest speech start
+        self.final_reason: FinalReason | None = None  # commit all at the next tick
+        self.endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
+
+    def feed(self, samples: np.ndarray) -> list[Boundary]:
+        boundaries = []
+        for transition in self.vad.feed(samples):
+            if isinstance(transition, SpeechStart):
+                self.epoch += 1
+                self.onset = transition.time
+                began, self.speech_pending = not self.speech_pending, True
+                boundaries.append(Boundary("speech_start", transition.time, began))
+            else:
+                if self.speech_pending and self.final_reason is None:
+                    self.final_reason = FinalReason.ENDPOINT
+                    self.endpoint_time = transition.time
+                boundaries.append(Boundary("speech_end", transition.time))
+        return boundaries
+
+    @property
+    def at_endpoint(self) -> bool:
+        return self.final_reason is FinalReason.ENDPOINT
+
+    def want_final(self, *, stopping: bool) -> None:
+        """The next tick is a final decode (for the reason already pending, if one is)."""
+        self.final_reason = self.final_reason or (FinalReason.STOP if stopping else FinalReason.ENDPOINT)
+
+    def endpoint_until(self) -> float | None:
+        """An endpoint commits the words that started before the speaker stopped; later ones
+        (the next utterance, heard by a decode that came late) wait for their own agreement."""
+        return None if self.endpoint_time is None else self.endpoint_time + self._margin
+
+    def commit_until(self) -> float | None:
+        """What a final decode requested now commits: at an endpoint, the words before it."""
+        return self.endpoint_until() if self.at_endpoint else None
+
+    def voice_end(self) -> float:
+        """Where the speech of the pending utterance ends (or ended last)."""
+        return self.endpoint_time if self.endpoint_time is not None else self.vad.last_voiced_end
+
+    def next_utterance_began(self, until: float | None) -> bool:
+        """Whether the speaker began again after the endpoint that commits the words before `until`."""
+        return until is not None and self.vad.in_speech and self.onset >= until
+
+    def ends_earlier_utterance(self, until: float | None) -> bool:
+        """Whether a final decode that commits the words before `until` commits an utterance that
+        ended before the latest one began (the worker was late)."""
+        return until is not None and until <= self.onset + self._margin
+
+    def utterance_done(self) -> None:
+        """Everything pending is committed (a flush or stop that came meanwhile has nothing left)."""
+        self.speech_pending = False
+        self.final_reason = None
+        self.endpoint_time = None
