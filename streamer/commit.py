@@ -54,7 +54,7 @@ class LocalAgreement:
 
     def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
         if not final:
-            words = words[: next((i for i, w in enumerate(words) if w.end >= window_end - self._margin), len(words))]
+            words = words[: before_edge(words, window_end, self._margin)]
         keys = [word_key(w) for w in words]
         if final:
             count = len(words)
@@ -86,12 +86,16 @@ class AlignAtt:
         self._margin = margin
 
     def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
-        if final:
-            return len(words)
-        return next((i for i, w in enumerate(words) if w.end >= window_end - self._margin), len(words))
+        return len(words) if final else before_edge(words, window_end, self._margin)
 
     def reset(self) -> None:
         """Nothing to forget: each decode is judged alone."""
+
+
+def before_edge(words: Sequence[Word], window_end: float, margin: float) -> int:
+    """How many leading `words` end more than `margin` s before `window_end` (the words after
+    them may be cut off by the window's edge, or misheard for want of what follows)."""
+    return next((i for i, w in enumerate(words) if w.end >= window_end - margin), len(words))
 
 
 def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
