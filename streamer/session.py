@@ -30,7 +30,7 @@ import numpy as np
 from model.audio import N_SAMPLES, SAMPLE_RATE
 
 from .commit import CommitPolicy
-from .config import Config, StreamConfig
+from .config import Config
 from .ingest import AudioDecoder
 from .protocol import CloseCode, End, ProtocolError, Ready, ServerMessage, Start, VadEvent
 from .stream.context import StreamBuffer
@@ -40,8 +40,6 @@ from .stream.policy import make_policy
 from .stream.results import ResultRules
 from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import FRAME_SAMPLES
-
-CONTEXT_PAUSE = StreamConfig().context_pause  # the default, for code that imported the old constant
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class Session(ResultRules):
         self._decoder = AudioDecoder(start)
         self._endpointer = Endpointer(config)
         self._buffer = StreamBuffer(config, prompt=start.prompt)
-        self._init_utterance()
+        self._init_result_state()
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._serial = 0

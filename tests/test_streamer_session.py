@@ -18,7 +18,7 @@ from benchmarks.data import Clip, clips_of, data_available, load_manifest
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
 from streamer.protocol import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
-from streamer.session import CONTEXT_PAUSE, ModelInfo, Session
+from streamer.session import ModelInfo, Session
 from streamer.tick import Hypothesis, TickRequest, Word
 from streamer.vad import SpeechEnd, SpeechStart, VoiceActivityDetector
 
@@ -476,7 +476,7 @@ def test_the_last_utterance_is_the_next_ones_context_across_a_short_pause_only(m
     produced, requests = drive(new_session(), joined, lambda r: hear(moved, r))
     first_end = next(w.end for w in moved if w.ends_segment)
     second = next(r for r in requests if r.window_end > first_end + pause + 1.5)
-    if pause < CONTEXT_PAUSE - 1.0:
+    if pause < StreamConfig().context_pause - 1.0:
         assert second.context and second.context[-1].end == first_end  # the first utterance's last words
         assert second.context[-1].end - second.context[0].start <= 10.0 + 1.0  # about stream.overlap of them
     else:

@@ -73,7 +73,7 @@ class StreamLanguage:
             decider.report(hypothesis.language, hypothesis.language_probability, now)
         # Only a final decode of the held speech itself decides on what there is.
         heard = request.detect_from is None or abs(request.detect_from - (decider.detect_from or 0.0)) < 1e-6
-        if decider.holding and request.final and not earlier and heard and (stopping or decider.hold_expired(now)):
+        if decider.holding and request.final and not earlier and heard and (stopping or self.hold_expired(now)):
             decider.force(now)
         decision = decider.decision
         return decision if decision is not None and decision.language != self.language else None

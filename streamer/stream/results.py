@@ -47,7 +47,8 @@ class ResultRules:
     _draft: tuple[float, str, tuple[int, ...]]
     stopping: bool
 
-    def _init_utterance(self) -> None:
+    def _init_result_state(self) -> None:
+        """The state the result rules keep for the stream (ids) and its current utterance."""
         self._next_stable_id = 0
         self._hypothesis: Heard | None = None  # the latest decode's uncommitted words
         self._partial_words: list[Word] = []  # the uncommitted words last sent as `partial`
