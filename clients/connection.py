@@ -27,6 +27,7 @@ from .protocol import (
     StartOptions,
     State,
     UnacknowledgedAudio,
+    transcript_of,
 )
 
 
@@ -211,7 +212,7 @@ class ResumingStream:
 
     def transcript(self) -> str:
         """The stable text so far, across every connection."""
-        return "".join(s.text for s in self.stable).strip()
+        return transcript_of(self.stable)
 
     async def open(self) -> Ready:
         """Opens the first connection (a refused `start` raises here); `run` opens it when not done."""

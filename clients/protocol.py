@@ -305,7 +305,7 @@ class ClientProtocol:
         return self.samples_sent / self.options.sample_rate
 
     def transcript(self) -> str:
-        return "".join(s.text for s in self._stable).strip()
+        return transcript_of(self._stable)
 
     def start(self) -> bytes | str:
         self._expect(State.IDLE, "start")
@@ -366,6 +366,11 @@ class ClientProtocol:
 
 
 # ---- audio kept for a resume ---------------------------------------------------------------------
+
+
+def transcript_of(stables: Sequence[Stable]) -> str:
+    """The text of a stream's stable segments, in order."""
+    return "".join(s.text for s in stables).strip()
 
 
 class UnacknowledgedAudio:
