@@ -38,7 +38,7 @@ class LanguageDecision:
     probability: float  # the language's share of the evidence it was decided on
     voiced_seconds: float  # voiced speech that evidence covers
     time: float  # stream seconds when decided
-    reason: str  # given | confident | max_hold | forced | switch | reported
+    reason: str  # given | confident | max_hold | forced | switch | reported | resumed
     since: float = 0.0  # stream seconds from which speech is in it (a switch: where its run of utterances began)
 
 
@@ -159,6 +159,12 @@ class LanguageDecider:
         for utterance in self._utterances:
             utterance.checked = True
         return self.decision
+
+    def resume(self, language: str, now: float) -> None:
+        """Goes on with the language a stream had on another replica: decided, so nothing is held
+        for it; later utterances are re-checked (and may switch) as they would have been there."""
+        if self.decision is None and not self.fixed:
+            self.decision = LanguageDecision(language, 1.0, 0.0, now, "resumed", since=now)
 
     def expire(self) -> None:
         """Decide at the next observation or `force` (a flush: the client wants its text now)."""

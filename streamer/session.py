@@ -107,7 +107,7 @@ class Session(ResultRules):
         self._buffer.committed = list(context)
         if pending:
             self._policy.decide(list(pending), final=False)
-        self._lang.continue_with(language)
+        self._lang.continue_with(language, sample / SAMPLE_RATE)
         return sample / SAMPLE_RATE
 
     # ---- input -------------------------------------------------------------------------------

@@ -32,7 +32,10 @@ from .protocol import Stable, Start, WordTiming, server_message_to_dict
 
 KEY_PREFIX = "whisper-streamer:"
 NO_KEY = ""  # the key id stored for a session opened without authentication
-START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task", "word_timestamps", "events")
+# What a moved stream keeps of its `start` (all but `version` and `resume`). A reader ignores the
+# keys it does not know, so replicas of two versions share one store during a rolling update.
+START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task", "word_timestamps", "languages", "events", "prompt", "commit_policy")
+TUPLE_FIELDS = ("languages", "events")
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,16 @@ class LocalStore:
 
 def start_to_dict(start: Start) -> dict[str, Any]:
     body = {name: getattr(start, name) for name in START_FIELDS}
-    body["events"] = list(start.events)
-    if start.commit_policy:  # only when chosen, so a replica of the code before it still reads the rest
-        body["commit_policy"] = start.commit_policy
+    for name in TUPLE_FIELDS:
+        body[name] = list(body[name])
     return body
 
 
 def start_from_dict(body: dict[str, Any]) -> Start:
-    return Start(**{**body, "events": tuple(body.get("events", ()))})
+    known = {name: body[name] for name in START_FIELDS if name in body}
+    for name in TUPLE_FIELDS:
+        known[name] = tuple(known.get(name, ()))
+    return Start(**known)
 
 
 def stable_to_json(stable: Stable) -> str:

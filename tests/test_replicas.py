@@ -42,7 +42,7 @@ from clients.protocol import (
 from streamer.handover import CONTEXT_REPLAY_S, plan_handover
 from streamer.protocol import ProtocolError, Start, WordTiming
 from streamer.protocol import Stable as ServerStable
-from streamer.store import StoredSession, committed_text
+from streamer.store import StoredSession, committed_text, start_from_dict, start_to_dict
 
 from .conftest import clip_by_id
 
@@ -74,6 +74,14 @@ def test_handover_replays_what_the_client_lacks_and_hears_the_last_words_again()
     with pytest.raises(ProtocolError) as other_format:
         plan_handover(stored, Start(sample_rate=48000), last_stable_id=1)
     assert other_format.value.code == 4415
+
+
+def test_the_store_keeps_every_option_of_a_stream_and_ignores_keys_it_does_not_know() -> None:
+    start = Start(sample_rate=48000, encoding="f32le", channels=2, language="auto", languages=("de", "fr"),
+                  events=("vad",), prompt="Kubernetes, nginx", commit_policy="alignatt", word_timestamps=False)
+    body = start_to_dict(start)
+    assert start_from_dict(body) == start
+    assert start_from_dict({**body, "option_of_a_newer_replica": 1}) == start
 
 
 def test_unacknowledged_audio_keeps_what_follows_the_last_stable_with_a_margin() -> None:

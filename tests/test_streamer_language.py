@@ -85,6 +85,16 @@ def test_one_utterance_in_another_language_switches_when_it_is_clear() -> None:
     assert [(u.language, u.onset) for u in decider.history] == [("es", 0.0)]
 
 
+def test_a_stream_resumed_from_another_replica_holds_nothing_and_still_switches() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.resume("es", 20.0)
+    assert decider.language == "es" and not decider.holding  # decided there: its text is not held here
+    decider.begin_utterance(21.0, 0.0)
+    assert decider.holding  # the next utterance is checked as it would have been there
+    switch = decider.observe(21.0, {"de": 0.95, "es": 0.02}, 2.5, 23.6)
+    assert switch is not None and (switch.language, switch.since) == ("de", 21.0)
+
+
 def test_a_short_or_unsure_utterance_does_not_switch_but_two_together_do() -> None:
     decider = LanguageDecider(CONFIG)
     decider.begin_utterance(0.0, 0.0)

@@ -34,10 +34,11 @@ class StreamLanguage:
         """Sent with `ready`: a language fixed from the start."""
         return [LanguageDetected(self.language, 1.0)] if self.fixed and self.language is not None else []
 
-    def continue_with(self, language: str | None) -> None:
+    def continue_with(self, language: str | None, now: float) -> None:
         """A stream continued from another replica goes on in the language it had there."""
         if language is not None and self.language is None:
-            self.language, self.fixed = language, True
+            self.decider.resume(language, now)
+            self.language = self.decider.language
 
     @property
     def holding(self) -> bool:
