@@ -312,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(levels) > 1:
         top = levels[-1]
         print(f"RSS per added stream: {(top.rss_peak_mib - one.rss_peak_mib) / (top.streams - 1):.1f} MiB (bar <= 25 MB)")
+    if args.json is not None:  # before the plot, so that a plotting failure keeps the figures
+        args.json.write_text(json.dumps({"sustained_streams": count, "levels": [asdict(lv) for lv in levels]}, indent=2) + "\n")
     if args.png is not None:
         draw(levels, args.png, f"whisper-streamer {args.model}: stable text behind speech")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"sustained_streams": count, "levels": [asdict(lv) for lv in levels]}, indent=2) + "\n")
     return 0 if count >= args.bar else 1
 
 

@@ -23,6 +23,7 @@ EVENT_NAMES = ("vad",)
 TASKS = ("transcribe", "translate")
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 MAX_CHANNELS = 8
+ENDPOINT_SILENCE = (0.1, 10.0)  # s: the bounds `stream.endpoint_silence` has in config.toml
 
 
 class CloseCode(enum.IntEnum):
@@ -72,6 +73,7 @@ class Start:
     resume: Mapping[str, Any] | None = None
     prompt: str = ""  # initial decoder context (the drop-in interfaces' keyterms / prompt; not on the v1 wire)
     commit_policy: str = ""  # when words become stable; empty: the daemon's stream.commit_policy
+    endpoint_silence: float | None = None  # s of silence that ends an utterance; None: the daemon's
 
     def __post_init__(self) -> None:
         if self.version != PROTOCOL_VERSION:
@@ -87,6 +89,8 @@ class Start:
         unknown = [e for e in self.events if e not in EVENT_NAMES]
         if unknown:
             raise ProtocolError(CloseCode.UNSUPPORTED, f"unknown event(s) {unknown}; known: {list(EVENT_NAMES)}")
+        if self.endpoint_silence is not None and not ENDPOINT_SILENCE[0] <= self.endpoint_silence <= ENDPOINT_SILENCE[1]:
+            raise ProtocolError(CloseCode.UNSUPPORTED, f"endpoint_silence must be in {ENDPOINT_SILENCE[0]}..{ENDPOINT_SILENCE[1]} s, got {self.endpoint_silence}")
 
     @property
     def bytes_per_frame(self) -> int:
@@ -238,6 +242,7 @@ def parse_start(body: Mapping[str, Any]) -> Start:
         events=tuple(events),
         resume=resume,
         commit_policy=_field(body, "commit_policy", str, ""),
+        endpoint_silence=_field(body, "endpoint_silence", (float, int), None),
     )
 
 

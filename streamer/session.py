@@ -23,7 +23,7 @@ draft), which makes most ticks cheaper.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +63,8 @@ class Session(ResultRules):
     rules applied to a decode's result are `ResultRules`' (streamer/stream/results.py)."""
 
     def __init__(self, session_id: str, start: Start, config: Config, model: ModelInfo, policy: CommitPolicy | None = None) -> None:
+        if start.endpoint_silence is not None:  # the stream's own endpointing (the drop-in interfaces map theirs here)
+            config = replace(config, stream=replace(config.stream, endpoint_silence=float(start.endpoint_silence)))
         self._lang = StreamLanguage(start, config, model.name, model.multilingual)
         self.id = session_id
         self._start = start

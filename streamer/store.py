@@ -34,7 +34,7 @@ KEY_PREFIX = "whisper-streamer:"
 NO_KEY = ""  # the key id stored for a session opened without authentication
 # What a moved stream keeps of its `start` (all but `version` and `resume`). A reader ignores the
 # keys it does not know, so replicas of two versions share one store during a rolling update.
-START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task", "word_timestamps", "languages", "events", "prompt", "commit_policy")
+START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task", "word_timestamps", "languages", "events", "prompt", "commit_policy", "endpoint_silence")
 TUPLE_FIELDS = ("languages", "events")
 
 

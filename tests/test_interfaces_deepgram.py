@@ -54,6 +54,11 @@ def test_query_maps_onto_a_stream_and_ignores_unknown_parameters() -> None:
     assert start.prompt == " Quilter, gospel."  # key terms become the decoder's previous-text context
     assert parse_query("language=multi").language == "auto"
     assert parse_query("sample_rate=44100").start().sample_rate == 16000  # without encoding: a container, decoded to 16 kHz
+    # endpointing in ms becomes the stream's endpoint silence, no shorter than our VAD can tell
+    assert parse_query("").start().endpoint_silence is None and parse_query("endpointing=true").start().endpoint_silence is None
+    assert parse_query("endpointing=800").start().endpoint_silence == 0.8
+    assert parse_query("endpointing=10").start().endpoint_silence == 0.3
+    assert not parse_query("endpointing=false").endpointing
     with pytest.raises(ProtocolError):
         parse_query("encoding=flac")
     with pytest.raises(ProtocolError):

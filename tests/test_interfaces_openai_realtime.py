@@ -53,6 +53,23 @@ def test_ga_update_then_audio_opens_a_24khz_stream() -> None:
     assert isinstance(actions[1], AppendAudio) and len(actions[1].pcm) == 4800
 
 
+def test_silence_duration_ms_becomes_the_streams_endpoint_silence() -> None:
+    default = RealtimeSession(beta=True)
+    actions, _ = _send(default, type="input_audio_buffer.append", audio=base64.b64encode(bytes(480)).decode())
+    assert actions[0].start.endpoint_silence is None  # not asked for: the daemon's endpointing
+
+    session = RealtimeSession(beta=True)
+    _, events = _send(session, type="transcription_session.update", event_id="e1", session={"turn_detection": {"type": "server_vad", "silence_duration_ms": "long"}})
+    assert events[0]["type"] == "error" and events[0]["error"]["event_id"] == "e1"
+    _send(session, type="transcription_session.update", session={"turn_detection": {"type": "server_vad", "silence_duration_ms": 900}})
+    actions, _ = _send(session, type="input_audio_buffer.append", audio=base64.b64encode(bytes(480)).decode())
+    assert isinstance(actions[0], OpenStream) and actions[0].start.endpoint_silence == 0.9
+    _, events = _send(session, type="transcription_session.update", session={"turn_detection": {"type": "server_vad", "silence_duration_ms": 900}})
+    assert events[0]["type"] != "error"  # the same value again is no change
+    _, events = _send(session, type="transcription_session.update", session={"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}})
+    assert events[0]["type"] == "error"
+
+
 def test_beta_g711_is_decoded_to_pcm_at_8khz() -> None:
     session = RealtimeSession(beta=False)
     _, events = _send(session, type="transcription_session.update", session={"input_audio_format": "g711_ulaw"})

@@ -102,6 +102,7 @@ def test_second_start_and_messages_after_stop_are_out_of_order() -> None:
         packed({"type": "start", "events": "vad"}),
         "{not json",
         json.dumps({"type": "start", "sample_rate": True}),
+        json.dumps({"type": "start", "endpoint_silence": "1s"}),
     ],
 )
 def test_malformed_first_messages(frame: bytes | str) -> None:
@@ -117,7 +118,8 @@ def test_malformed_later_messages() -> None:
 
 @pytest.mark.parametrize(
     "start",
-    [{"sample_rate": 4000}, {"sample_rate": 96000}, {"encoding": "mp3"}, {"channels": 0}, {"channels": 9}, {"version": 2}, {"task": "summarise"}, {"events": ["words"]}],
+    [{"sample_rate": 4000}, {"sample_rate": 96000}, {"encoding": "mp3"}, {"channels": 0}, {"channels": 9}, {"version": 2}, {"task": "summarise"}, {"events": ["words"]},
+     {"endpoint_silence": 0.05}, {"endpoint_silence": 11}],
 )
 def test_unsupported_start_options(start: dict) -> None:
     assert_error(CloseCode.UNSUPPORTED, SessionProtocol(max_frame_bytes=1 << 16), packed({"type": "start", **start}))

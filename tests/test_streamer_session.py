@@ -426,6 +426,24 @@ def test_each_utterance_is_stable_soon_after_it_ends(mixed) -> None:
         assert when - utterance.end_s < 1.0, f"{utterance.id}: stable {when - utterance.end_s:.2f} s after its end"
 
 
+def test_a_stream_sets_its_own_endpoint_silence(mixed) -> None:
+    """`start.endpoint_silence` (the drop-in interfaces' endpointing) overrides the daemon's: the
+    clip's 0.8 s pauses end utterances at 0.4 s, not at 2 s; either way no word is lost."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    config = Config(stream=replace(StreamConfig(), endpoint_silence=0.4))
+    ends = {}
+    for silence in (None, 2.0):
+        session = Session("s1", Start(events=("vad",), endpoint_silence=silence), config, ENGLISH)
+        produced, _ = drive(session, audio, lambda r: hear(script, r))
+        ends[silence] = [m for _, m in produced if isinstance(m, VadEvent) and m.event == "speech_end"]
+        stables = [m for _, m in produced if isinstance(m, Stable)]
+        assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert len(ends[None]) >= 2 and ends[2.0] == []
+    with pytest.raises(ProtocolError):
+        Start(endpoint_silence=20.0)
+
+
 def test_decodes_only_while_there_is_speech(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..protocol import (
+    ENDPOINT_SILENCE,
     CloseCode,
     End,
     Partial,
@@ -34,6 +35,9 @@ from ..protocol import (
 
 ENCODINGS = ("linear16", "mulaw", "alaw")
 TRUE = ("true", "1", "yes")
+# A client's endpointing in ms becomes the stream's `endpoint_silence`, at least this long: a
+# shorter pause (Deepgram's 10 ms default, LiveKit's 25) falls between words for our VAD.
+MIN_ENDPOINT_SILENCE = 0.3
 _EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
 
 
@@ -46,6 +50,7 @@ class DeepgramOptions:
     channels: int = 1
     interim_results: bool = False
     endpointing: bool = True
+    endpointing_ms: int | None = None  # None: the daemon's endpointing
     utterance_end_ms: int | None = None
     vad_events: bool = False
     keyterms: tuple[str, ...] = ()
@@ -60,7 +65,13 @@ class DeepgramOptions:
             language=self.language,
             events=("vad",),
             prompt=keyterm_prompt(self.keyterms),
+            endpoint_silence=endpoint_silence(self.endpointing_ms),
         )
+
+
+def endpoint_silence(ms: float | None) -> float | None:
+    """A client's silence-before-endpoint in ms → the stream's `endpoint_silence` (s), kept in bounds."""
+    return None if ms is None else min(max(ms / 1000, MIN_ENDPOINT_SILENCE), ENDPOINT_SILENCE[1])
 
 
 def keyterm_prompt(terms: tuple[str, ...]) -> str:
@@ -95,6 +106,7 @@ def parse_query(query: str) -> DeepgramOptions:
             raise ProtocolError(CloseCode.MALFORMED, f"{name} must be a whole number, got {value!r}")
         return int(value)
 
+    endpointing = one("endpointing")
     encoding = one("encoding")
     if encoding is not None and encoding not in ENCODINGS:
         raise ProtocolError(CloseCode.UNSUPPORTED, f"encoding must be one of {list(ENCODINGS)} (or none, for a container), got {encoding!r}")
@@ -108,7 +120,8 @@ def parse_query(query: str) -> DeepgramOptions:
         sample_rate=(number("sample_rate") or 16000) if encoding is not None else 16000,
         channels=(number("channels") or 1) if encoding is not None else 1,
         interim_results=flag("interim_results", False),
-        endpointing=(one("endpointing") or "10").lower() != "false",
+        endpointing=endpointing is None or endpointing.lower() != "false",
+        endpointing_ms=int(endpointing) if endpointing is not None and endpointing.isdigit() else None,
         utterance_end_ms=number("utterance_end_ms"),
         vad_events=flag("vad_events", False),
         keyterms=tuple(values.get("keyterm", []) + values.get("keywords", [])),

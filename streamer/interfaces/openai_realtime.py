@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import ServerMessage, Stable, Start, VadEvent
-from .deepgram import whisper_language
+from .deepgram import endpoint_silence, whisper_language
 from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 
 PCM_RATE = 24000
@@ -82,6 +82,7 @@ class RealtimeSession:
     language: str | None = None
     prompt: str | None = None
     turn_detection: dict[str, Any] | None = field(default_factory=lambda: {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500})
+    silence_ms: float | None = None  # the client's `silence_duration_ms`; None: the daemon's endpointing
     session_id: str = field(default_factory=lambda: "sess_" + uuid.uuid4().hex[:20])
     stream_open: bool = False
     uncommitted_seconds: float = 0.0  # audio appended since the last commit (manual turns)
@@ -170,11 +171,17 @@ class RealtimeSession:
     def _set_turn_detection(self, value: Any) -> None:
         if value is not None and (not isinstance(value, dict) or value.get("type") not in ("server_vad", "semantic_vad")):
             raise RealtimeError("invalid_value", "turn_detection must be null or {type: server_vad | semantic_vad, ...}", "turn_detection")
-        self.turn_detection = value
+        silence = value.get("silence_duration_ms") if value is not None else None
+        if silence is not None and (isinstance(silence, bool) or not isinstance(silence, (int, float)) or not silence >= 0):
+            raise RealtimeError("invalid_value", "turn_detection.silence_duration_ms must be a number of milliseconds", "turn_detection.silence_duration_ms")
+        if silence is not None and self.stream_open and silence != self.silence_ms:
+            raise RealtimeError("invalid_value", "silence_duration_ms cannot change once audio was sent", "turn_detection.silence_duration_ms")
+        self.turn_detection, self.silence_ms = value, silence
 
     def start(self) -> Start:
         rate = PCM_RATE if self.audio_format == "pcm16" else G711_RATE
-        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",), prompt=" " + self.prompt.strip() if self.prompt else "")
+        prompt = " " + self.prompt.strip() if self.prompt else ""
+        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",), prompt=prompt, endpoint_silence=endpoint_silence(self.silence_ms))
 
     def _append(self, audio: Any) -> list[Action]:
         if not isinstance(audio, str):
