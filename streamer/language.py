@@ -16,6 +16,9 @@ and whether commits must wait for it.
   `switch_speech` voiced seconds and another language has `switch_confidence` of them; the
   switch holds from the first of those utterances won by it (`LanguageDecision.since`). An
   utterance of which a decode heard enough but not clearly waits (its text is held) until its end.
+  A short one (under `switch_speech`) that ends won by another language waits for the next
+  one's evidence: the first words of a new speaker, too short to switch on, are not committed
+  in the old language only to be heard again in the new one.
 - Detection chooses only among `languages` when given; a single one is decided from the start.
 
 Whisper's language ID on the first second is unreliable: the shared Spanish clip reads as
@@ -52,7 +55,7 @@ class UtteranceLanguage:
     voiced_seconds: float
 
 
-@dataclass
+@dataclass(eq=False)  # one utterance is itself, not its fields
 class _Utterance:
     onset: float
     voiced_at_onset: float  # the VAD's voiced total when it began
@@ -74,6 +77,7 @@ class LanguageDecider:
         self._held = _Utterance(0.0, 0.0)  # before the decision: the latest ID of all the held speech
         self._expired = False
         self._released = False  # forced with no evidence at all: commits go on undecided
+        self._waiting: list[_Utterance] = []  # short, ended, won by another language: held for the next one
         self.decision: LanguageDecision | None = None
         self.history: list[UtteranceLanguage] = []  # finished utterances' own language-IDs
         if fixed is None and len(self.candidates) == 1:
@@ -96,7 +100,12 @@ class LanguageDecider:
         if self.decision.reason == "reported":
             return False  # a decoder that reports no distribution gives nothing to re-check with
         current = self._current
-        return current is not None and not current.checked
+        return bool(self._waiting) or (current is not None and not current.checked)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether an utterance that ended waits for the next one's evidence (see the module)."""
+        return bool(self._waiting)
 
     @property
     def detect_from(self) -> float | None:
@@ -145,9 +154,18 @@ class LanguageDecider:
         if not utterance.probs or utterance.checked:
             return None
         # Enough of it, in the stream's language, confirms it; in another, unclear, it waits for more.
-        enough = final or utterance.voiced >= self._config.switch_speech
+        short = utterance.voiced < self._config.switch_speech
+        enough = final or not short
         switch = self._maybe_switch(utterance, now) if enough else None
-        utterance.checked = final or switch is not None or (enough and _top(utterance.probs)[0] == self.decision.language)
+        if switch is not None or (enough and _top(utterance.probs)[0] == self.decision.language):
+            utterance.checked = True
+            self._release_waiting()  # in the current language like it, or taken by the switch
+        elif final and short:
+            if utterance not in self._waiting:
+                self._waiting.append(utterance)
+        elif final:
+            utterance.checked = True  # unclear to its end: in the current language, and so are those waiting
+            self._release_waiting()
         return switch
 
     def report(self, language: str, probability: float, now: float) -> LanguageDecision | None:
@@ -176,7 +194,10 @@ class LanguageDecider:
         if self._expired:
             return True
         current = self._current
-        since = self._first_onset if self.decision is None or current is None else current.onset
+        if self.decision is None or current is None:
+            since = self._first_onset
+        else:
+            since = self._waiting[0].onset if self._waiting else current.onset
         return since is not None and now - since >= self._config.max_hold
 
     def force(self, now: float) -> LanguageDecision | None:
@@ -186,6 +207,7 @@ class LanguageDecider:
         current = self._current
         if current is not None:
             current.checked = True
+        self._release_waiting()
         if self.decision is not None or self.fixed:
             return None
         language, probability, voiced = self._evidence([self._held])
@@ -218,7 +240,7 @@ class LanguageDecider:
         assert self.decision is not None
         current = self.decision.language
         run: list[_Utterance] = []
-        for utterance in reversed([u for u in self._utterances if u.probs and (u.checked or u is latest)]):
+        for utterance in reversed([u for u in self._utterances if u.probs and (u.checked or u is latest or u in self._waiting)]):
             if _top(utterance.probs)[0] == current or len(run) == self._config.recheck_utterances:
                 break
             run.append(utterance)
@@ -242,6 +264,11 @@ class LanguageDecider:
                 break
             since = utterance.onset
         return since
+
+    def _release_waiting(self) -> None:
+        for utterance in self._waiting:
+            utterance.checked = True
+        self._waiting.clear()
 
     def _check_all(self, now: float) -> None:
         """At the decision: the held utterances the deciding decode heard (begun before `now`)

@@ -101,9 +101,10 @@ def test_a_short_or_unsure_utterance_does_not_switch_but_two_together_do() -> No
     ramp(decider, 0.0, 0.0, [(3.0, {"en": 0.99})])
     decider.begin_utterance(5.0, 3.0)
     assert decider.observe(5.0, {"fr": 0.9, "en": 0.1}, 4.2, 6.5, final=True) is None  # 1.2 s: too little
-    assert not decider.holding and decider.language == "en"
+    assert decider.waiting and decider.holding and decider.language == "en"  # its text waits for the next
     decider.begin_utterance(8.0, 4.2)
     assert decider.observe(8.0, {"fr": 0.6, "en": 0.4}, 6.3, 10.3, final=True) is None  # unsure
+    assert not decider.holding  # no switch on both: the short one's text is in English
     decider.begin_utterance(12.0, 6.3)
     switch = decider.observe(12.0, {"fr": 0.95, "en": 0.05}, 7.5, 13.5, final=True)
     # The last two utterances (2.1 s + 1.2 s, at most `recheck_utterances`) hold French at ~0.73:
@@ -113,6 +114,30 @@ def test_a_short_or_unsure_utterance_does_not_switch_but_two_together_do() -> No
     switch = decider.observe(15.0, {"fr": 0.99, "en": 0.01}, 8.8, 16.5, final=True)
     assert switch is not None and switch.language == "fr"
     assert switch.since == 12.0  # from the first utterance the switch's evidence gives to French
+
+
+def test_a_new_speakers_short_first_words_wait_and_the_switch_takes_them() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(4.0, {"es": 0.99})])
+    decider.begin_utterance(10.4, 4.0)
+    assert decider.observe(10.4, {"de": 0.9, "es": 0.1}, 5.3, 11.9, final=True) is None  # 1.3 s: too little
+    assert decider.holding and decider.waiting
+    assert decider.hold_expired(16.5) and not decider.hold_expired(16.3)  # bounded from the first words
+    decider.begin_utterance(12.3, 5.3)
+    assert decider.holding and decider.detect_from == 12.3  # the next one's own ID
+    switch = decider.observe(12.3, {"de": 0.97, "es": 0.03}, 7.4, 14.5)
+    assert switch is not None and (switch.language, switch.since) == ("de", 10.4)
+    assert not decider.waiting
+    # The same short words followed by Spanish: they are Spanish, and nothing waits.
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(4.0, {"es": 0.99})])
+    decider.begin_utterance(10.4, 4.0)
+    decider.observe(10.4, {"de": 0.9, "es": 0.1}, 5.3, 11.9, final=True)
+    decider.begin_utterance(12.3, 5.3)
+    assert decider.observe(12.3, {"es": 0.97, "de": 0.03}, 7.4, 14.5) is None
+    assert not decider.holding and decider.language == "es"
 
 
 def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:

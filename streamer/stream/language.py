@@ -47,8 +47,9 @@ class StreamLanguage:
     def holds(self, *, final: bool, earlier: bool) -> bool:
         """Whether a commit waits for the language: all do while it holds, but for a final decode's
         of an utterance that ended before the latest one began (`earlier`): those words commit
-        now, so the latest one's check does not wait for them, nor they for it."""
-        return self.decider.holding and not (final and earlier)
+        now, so the latest one's check does not wait for them, nor they for it; unless that
+        utterance waits for the next one's evidence (`LanguageDecider.waiting`)."""
+        return self.decider.holding and not (final and earlier and not self.decider.waiting)
 
     def request_language(self, window_start: float) -> str | None:
         """The language a decode is in: the stream's; None (detected) while it is not decided, or
@@ -69,7 +70,9 @@ class StreamLanguage:
         # the stream's language may hear nothing of an utterance in another, whose ID still counts.
         if request.detect_language and hypothesis.language_probs is not None and (words or self.language is not None):
             onset = request.detect_from if request.detect_from is not None else request.window_start
-            decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=request.final and not earlier)
+            # A late final decode ends the utterance it heard alone, not the one begun since.
+            final = request.final and (not earlier or decider.detect_from is None or abs(onset - decider.detect_from) > 1e-6)
+            decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=final)
         elif request.detect_language and words and request.language is None:
             decider.report(hypothesis.language, hypothesis.language_probability, now)
         # Only a final decode of the held speech itself decides on what there is.

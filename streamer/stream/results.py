@@ -50,6 +50,7 @@ class ResultRules:
     def _init_result_state(self) -> None:
         """The state the result rules keep for the stream (ids) and its current utterance."""
         self._next_stable_id = 0
+        self._committed_until = 0.0  # stream seconds: the end of the last stable word
         self._hypothesis: Heard | None = None  # the latest decode's uncommitted words
         self._partial_words: list[Word] = []  # the uncommitted words last sent as `partial`
         self._tail_retried = False  # this utterance's final decode was done once more already
@@ -231,8 +232,9 @@ class ResultRules:
         """The utterance from `decision.since` on is in another language: the words before it (a
         late worker heard them in the same window) are committed in the old one; the next decode
         hears that utterance alone, without the old language's words as context or prompt (the
-        decoder would go on in it)."""
-        onset = decision.since
+        decoder would go on in it). Stable text is never heard again: a switch whose utterances
+        reach back into it (a late worker committed their first words) begins after it."""
+        onset = max(decision.since, self._committed_until)
         messages: list[ServerMessage] = list(self._commit([w for w in words if w.start < onset], self._lang.language or ""))
         self._buffer.close_utterance()
         if onset > self._buffer.audio.start_time:
@@ -258,6 +260,8 @@ class ResultRules:
         """Stable messages for `words`, one per Whisper segment they span."""
         messages = stables(words, self._next_stable_id, self._lang.language or language)
         self._next_stable_id += len(messages)
+        if words:
+            self._committed_until = max(self._committed_until, words[-1].end)
         self._buffer.committed = self._buffer.committed + list(words)
         return messages
 
