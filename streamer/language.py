@@ -235,21 +235,22 @@ class LanguageDecider:
         return self.decision
 
     def _maybe_switch(self, latest: _Utterance, now: float) -> LanguageDecision | None:
-        """Switches when the utterances since the last one won by the current language, at most
-        `recheck_utterances` with `latest`, clearly hold another."""
+        """Switches when the latest utterances since the last one won by the current language, at
+        most `recheck_utterances` with `latest`, clearly hold another: the latest alone, or with
+        the ones before it (an unclear one before them, Spanish heard as Portuguese, must not
+        outvote a clear new language)."""
         assert self.decision is not None
-        current = self.decision.language
+        current, config = self.decision.language, self._config
         run: list[_Utterance] = []
         for utterance in reversed([u for u in self._utterances if u.probs and (u.checked or u is latest or u in self._waiting)]):
-            if _top(utterance.probs)[0] == current or len(run) == self._config.recheck_utterances:
+            if _top(utterance.probs)[0] == current or len(run) == config.recheck_utterances:
                 break
             run.append(utterance)
-        language, probability, voiced = self._evidence(run)
-        config = self._config
-        if language is None or language == current or voiced < config.switch_speech or probability < config.switch_confidence:
-            return None
-        self.decision = LanguageDecision(language, probability, voiced, now, "switch", self._switch_since(run, language))
-        return self.decision
+            language, probability, voiced = self._evidence(run)
+            if language is not None and language != current and voiced >= config.switch_speech and probability >= config.switch_confidence:
+                self.decision = LanguageDecision(language, probability, voiced, now, "switch", self._switch_since(run, language))
+                return self.decision
+        return None
 
     def _switch_since(self, run: Sequence[_Utterance], language: str) -> float:
         """Where a switch to `language` begins: the earliest utterance of `run` won by it, and

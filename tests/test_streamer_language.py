@@ -140,6 +140,17 @@ def test_a_new_speakers_short_first_words_wait_and_the_switch_takes_them() -> No
     assert not decider.holding and decider.language == "es"
 
 
+def test_an_unclear_utterance_before_a_clear_new_language_does_not_outvote_it() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(3.0, {"es": 0.99})])
+    decider.begin_utterance(5.0, 3.0)
+    assert decider.observe(5.0, {"pt": 0.74, "es": 0.1, "de": 0.16}, 6.2, 8.5, final=True) is None  # Spanish, heard as Portuguese
+    decider.begin_utterance(11.0, 6.2)
+    switch = decider.observe(11.0, {"de": 0.99, "pt": 0.01}, 10.2, 15.2, final=True)
+    assert switch is not None and (switch.language, switch.since) == ("de", 11.0)
+
+
 def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:
     decider = LanguageDecider(LanguageConfig(switch_speech=2.0, recheck_utterances=3, min_speech=1.0, confidence=0.5))
     decider.begin_utterance(0.0, 0.0)
