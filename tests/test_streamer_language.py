@@ -151,6 +151,20 @@ def test_an_unclear_utterance_before_a_clear_new_language_does_not_outvote_it() 
     assert switch is not None and (switch.language, switch.since) == ("de", 11.0)
 
 
+def test_a_late_final_decode_of_an_earlier_utterance_commits_only_once_the_language_is_decided() -> None:
+    from streamer.stream.language import StreamLanguage
+
+    lang = StreamLanguage(Start(), Config(language=CONFIG), "base", multilingual=True)
+    lang.decider.begin_utterance(0.0, 0.0)
+    lang.decider.observe(0.0, {"es": 0.6, "pt": 0.4}, 1.0, 1.2, final=True)  # 1 s, unsure
+    lang.decider.begin_utterance(2.0, 1.0)
+    assert lang.holds(final=True, earlier=True)  # no stable before the first `language`
+    assert lang.decider.observe(2.0, {"es": 0.97, "pt": 0.03}, 3.5, 4.0) is not None
+    lang.decider.begin_utterance(6.0, 3.5)
+    assert lang.holds(final=False, earlier=False)  # the new utterance's own ID is not in
+    assert not lang.holds(final=True, earlier=True)  # the one before it commits now
+
+
 def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:
     decider = LanguageDecider(LanguageConfig(switch_speech=2.0, recheck_utterances=3, min_speech=1.0, confidence=0.5))
     decider.begin_utterance(0.0, 0.0)

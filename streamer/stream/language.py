@@ -46,10 +46,14 @@ class StreamLanguage:
 
     def holds(self, *, final: bool, earlier: bool) -> bool:
         """Whether a commit waits for the language: all do while it holds, but for a final decode's
-        of an utterance that ended before the latest one began (`earlier`): those words commit
-        now, so the latest one's check does not wait for them, nor they for it; unless that
-        utterance waits for the next one's evidence (`LanguageDecider.waiting`)."""
-        return self.decider.holding and not (final and earlier and not self.decider.waiting)
+        of an utterance that ended before the latest one began (`earlier`) once the stream's
+        language is decided: those words commit now, so the latest one's check does not wait for
+        them, nor they for it; unless that utterance waits for the next one's evidence
+        (`LanguageDecider.waiting`). Before the decision nothing commits: no `stable` precedes the
+        first `language`."""
+        decider = self.decider
+        early_final = final and earlier and decider.decision is not None and not decider.waiting
+        return decider.holding and not early_final
 
     def request_language(self, window_start: float) -> str | None:
         """The language a decode is in: the stream's; None (detected) while it is not decided, or
