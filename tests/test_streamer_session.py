@@ -148,6 +148,8 @@ def test_no_word_is_lost_when_word_times_jitter_between_decodes(mixed, seed: int
     produced, _ = drive(new_session(), audio, jittery)
     stables = [m for _, m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    times = [t for s in stables for w in s.words for t in (w.start, w.end)]
+    assert times == sorted(times)  # stable times never go back, however the words jitter
 
 
 def unheard_if_cut(script: list[Word], request: TickRequest) -> Hypothesis:

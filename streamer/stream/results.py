@@ -257,7 +257,10 @@ class ResultRules:
         return self._update_partial(words)
 
     def _commit(self, words: list[Word], language: str) -> list[Stable]:
-        """Stable messages for `words`, one per Whisper segment they span."""
+        """Stable messages for `words`, one per Whisper segment they span. Stable times never go
+        back: word alignment moves a boundary by tens of ms from one decode to the next, so a
+        word that begins before the last stable word's end is moved to begin there."""
+        words = _in_order(words, self._committed_until)
         messages = stables(words, self._next_stable_id, self._lang.language or language)
         self._next_stable_id += len(messages)
         if words:
@@ -270,3 +273,13 @@ class ResultRules:
         if "".join(w.text for w in words) == "".join(w.text for w in previous):
             return []
         return [partial(words, self._buffer.audio.start_time)]
+
+
+def _in_order(words: list[Word], since: float) -> list[Word]:
+    """`words` with each start at least the previous end (the first's at least `since`)."""
+    ordered: list[Word] = []
+    for word in words:
+        start = max(word.start, since)
+        since = max(word.end, start)
+        ordered.append(word if (start, since) == (word.start, word.end) else replace(word, start=start, end=since))
+    return ordered
