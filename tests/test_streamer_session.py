@@ -234,6 +234,54 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
     assert isinstance(produced[-1], End)
 
 
+def test_words_said_between_a_late_endpoint_and_the_next_onset_are_not_lost() -> None:
+    """A decode asked for just before the speaker stopped is answered only after they said a few
+    more words, paused and went on again: the cut for the next utterance must fall before those
+    words, not at the latest speech start (it did, under a late worker: "de grano medio y" lost)."""
+    clips = {c.id: c for c in load_manifest()}
+    pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
+    parts = [load_audio(clips[k].path) for k in ("lj_LJ001-0013", "lj_LJ001-0008", "lj_LJ001-0002")]
+    audio = np.concatenate([parts[0], pause, parts[1], pause, parts[2]])
+    spans, script, position = voiced_spans(audio), [], 0.0
+    for key, part in zip(("lj_LJ001-0013", "lj_LJ001-0008", "lj_LJ001-0002"), parts, strict=True):
+        end = position + len(part) / SAMPLE_RATE
+        inside = [(a, b) for a, b in spans if position - 0.3 <= a < end]
+        begin, finish = inside[0][0] + 0.1, inside[-1][1] - 0.1
+        spoken = clips[key].text.split()
+        step = (finish - begin) / len(spoken)
+        script += [Word(" " + w, begin + i * step, begin + (i + 0.8) * step, 0.9, i == len(spoken) - 1) for i, w in enumerate(spoken)]
+        position = end + len(pause) / SAMPLE_RATE
+    first_end = script[len(clips["lj_LJ001-0013"].text.split()) - 1].end + 0.1
+    third_start = script[-len(clips["lj_LJ001-0002"].text.split())].start
+    session = new_session()
+    produced = list(session.open())
+    frames = iter(range(0, len(audio), FRAME))
+    for offset in frames:  # the first utterance, its decodes answered at once until it ends
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        if session.wants_tick:
+            request = session.make_tick_request()
+            if session.audio_seconds >= first_end:
+                break
+            produced.extend(session.apply_result(request, hear(script, request)))
+    assert not request.final and request.window_end >= first_end  # heard it all, before the endpoint
+    for offset in frames:  # the worker is busy through the second utterance, into the third
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        if session.audio_seconds >= third_start + 0.3:
+            break
+    produced.extend(session.apply_result(request, hear(script, request)))
+    for offset in frames:
+        produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
+        while session.wants_tick:
+            request = session.make_tick_request()
+            produced.extend(session.apply_result(request, hear(script, request)))
+    produced.extend(session.stop())
+    while session.wants_tick:
+        request = session.make_tick_request()
+        produced.extend(session.apply_result(request, hear(script, request)))
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 def race_to_the_next_utterance(audio: np.ndarray, clip: Clip, script: list[Word], respond, **stream: float):
     """Drives a session whose decode that ends the first utterance is answered only after the
     speaker began the next one (half a second into it); the others at once."""

@@ -61,7 +61,7 @@ class StreamBuffer:
 
     def cut_in_pause(self, speech_end: float, onset: float) -> float:
         """Closes the utterance and cuts the buffer in the pause between `speech_end` and the
-        latest speech start `onset` (no further back than a pre-roll before it); returns the cut."""
+        speech start after it, `onset` (no further back than a pre-roll before it); returns the cut."""
         self.close_utterance()
         cut = max(onset - self._config.vad.preroll, (speech_end + onset) / 2)
         self.audio.trim_to(int(cut * SAMPLE_RATE))

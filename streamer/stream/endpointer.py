@@ -36,6 +36,7 @@ class Endpointer:
         self.speech_pending = False  # the uncommitted audio may hold speech
         self.epoch = 0  # speech starts seen; tells a result whether speech began after its request
         self.onset = 0.0  # stream time of the latest speech start
+        self._starts: list[float] = []  # the latest speech starts, oldest first (see `onset_after`)
         self.final_reason: FinalReason | None = None  # commit all at the next tick
         self.endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
 
@@ -45,6 +46,7 @@ class Endpointer:
             if isinstance(transition, SpeechStart):
                 self.epoch += 1
                 self.onset = transition.time
+                self._starts = [*self._starts[-15:], transition.time]
                 began, self.speech_pending = not self.speech_pending, True
                 boundaries.append(Boundary("speech_start", transition.time, began))
             else:
@@ -74,6 +76,13 @@ class Endpointer:
     def voice_end(self) -> float:
         """Where the speech of the pending utterance ends (or ended last)."""
         return self.endpoint_time if self.endpoint_time is not None else self.vad.last_voiced_end
+
+    def onset_after(self, time: float) -> float:
+        """The first speech start at or after `time` (else the latest): where the speech after a
+        pause begins. Not always the latest start: a worker late by seconds may answer after the
+        speaker said a few words, paused briefly and went on, and a cut at the latest start would
+        drop those words unheard."""
+        return next((start for start in self._starts if start >= time), self.onset)
 
     def next_utterance_began(self, until: float | None) -> bool:
         """Whether the speaker began again after the endpoint that commits the words before `until`."""

@@ -70,8 +70,9 @@ class ResultRules:
             self._buffer.unprompted = True
             return self._decode_again(request)
         context_end = request.context[-1].end if request.context else 0.0
-        if request.context and not words and retry.spoke_after_pause(endpointer.onset, endpointer.vad.last_voiced_end, context_end, request.window_end, stream.unheard_tail):
-            self._buffer.cut_in_pause(context_end, endpointer.onset)
+        onset = endpointer.onset_after(context_end)
+        if request.context and not words and retry.spoke_after_pause(onset, endpointer.vad.last_voiced_end, context_end, request.window_end, stream.unheard_tail):
+            self._buffer.cut_in_pause(context_end, onset)
             return self._decode_again(request)
         messages, again = self._observe_language(request, hypothesis, words)
         if again:
@@ -193,7 +194,8 @@ class ResultRules:
         if not self._lang.holding and self._buffer.keep_context():  # held: its language-ID hears it alone
             cut = self._buffer.audio.start_time
         else:
-            cut = self._buffer.cut_in_pause(endpointer.endpoint_time if endpointer.endpoint_time is not None else endpointer.onset, endpointer.onset)
+            speech_end = endpointer.endpoint_time if endpointer.endpoint_time is not None else endpointer.onset
+            cut = self._buffer.cut_in_pause(speech_end, endpointer.onset_after(speech_end))
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
