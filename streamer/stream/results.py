@@ -97,9 +97,13 @@ class ResultRules:
         return retry.heard_past_endpoint(self._endpointer.endpoint_until(), window_end, words, self._config.stream.edge_margin)
 
     def _commit_at_endpoint(self) -> list[ServerMessage]:
-        """At an endpoint, commits the latest hypothesis at once when it heard past the end of speech."""
-        heard = self._hypothesis
+        """At an endpoint, commits the latest hypothesis at once when it heard past the end of
+        speech, and is in the stream's language (one decoded while that was held, in another, is
+        left to the final decode)."""
+        heard, language = self._hypothesis, self._lang.language
         if not self._endpointer.at_endpoint or self._in_flight is not None or heard is None or self._lang.holding:
+            return []
+        if language is not None and heard.language != language:
             return []
         if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
