@@ -161,8 +161,8 @@ class LanguageConfig:
     languages: str = ""  # comma-separated codes detection chooses among ("es,en"); empty: any; one: no detection
     min_speech: float = 2.5  # voiced seconds heard before the language may be decided...
     confidence: float = 0.8  # ...and the share of the evidence its top language must hold
-    switch_speech: float = 2.0  # voiced seconds of another language needed to switch...
-    switch_confidence: float = 0.8  # ...and its share of them
+    switch_speech: float = 3.0  # voiced seconds of another language needed to switch (base reads 2.3 s of Spanish as Portuguese)
+    switch_confidence: float = 0.9  # ...and its share of them
     recheck_utterances: int = 2  # at most this many recent utterances make that evidence
     max_hold: float = 6.0  # seconds after the first speech when the language is decided on what there is
 

@@ -254,14 +254,15 @@ class LanguageDecider:
 
     def _switch_since(self, run: Sequence[_Utterance], language: str) -> float:
         """Where a switch to `language` begins: the earliest utterance of `run` won by it, and
-        the short ones just before it not won by the old language (the new speaker's first
-        words: too short for a language-ID of their own)."""
+        the short ones just before it won by it too, or not heard (the new speaker's first
+        words). A short one won by a third language stays in the old one: base reads a short
+        Spanish sentence as Portuguese, and the German after it must not take it."""
         assert self.decision is not None
         first = min((u for u in run if _top(u.probs)[0] == language), key=lambda u: u.onset)
         since = first.onset
         for utterance in reversed([u for u in self._utterances if u.onset < first.onset]):
             short = utterance.voiced < self._config.switch_speech
-            if utterance.probs and (not short or _top(utterance.probs)[0] == self.decision.language):
+            if utterance.probs and (not short or _top(utterance.probs)[0] != language):
                 break
             since = utterance.onset
         return since

@@ -61,9 +61,13 @@ class StreamBuffer:
 
     def cut_in_pause(self, speech_end: float, onset: float) -> float:
         """Closes the utterance and cuts the buffer in the pause between `speech_end` and the
-        speech start after it, `onset` (no further back than a pre-roll before it); returns the cut."""
+        speech start after it, `onset` (no further back than a pre-roll before it), and not before
+        the last committed word ends: its audio, heard again without it as context, would be
+        committed twice (a late decode committed the next utterance's first word, "de", whose
+        start the alignment put before the endpoint); returns the cut."""
+        committed_end = self.committed[-1].end if self.committed else 0.0
         self.close_utterance()
-        cut = max(onset - self._config.vad.preroll, (speech_end + onset) / 2)
+        cut = max(onset - self._config.vad.preroll, (speech_end + onset) / 2, committed_end)
         self.audio.trim_to(int(cut * SAMPLE_RATE))
         return cut
 

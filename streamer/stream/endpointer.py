@@ -84,6 +84,13 @@ class Endpointer:
         drop those words unheard."""
         return next((start for start in self._starts if start >= time), self.onset)
 
+    def pause_after(self, until: float) -> tuple[float, float]:
+        """The pause after the utterance a final decode commits the words before `until` of:
+        where its speech ended, and where speech began again. Not the pending endpoint's: by the
+        time a late decode is answered, the speaker may have ended another utterance."""
+        speech_end = until - self._margin
+        return speech_end, self.onset_after(speech_end)
+
     def next_utterance_began(self, until: float | None) -> bool:
         """Whether the speaker began again after the endpoint that commits the words before `until`."""
         return until is not None and self.vad.in_speech and self.onset >= until

@@ -166,8 +166,8 @@ class ResultRules:
             # starting a few words before, so no cut clips the tail), before the utterance is done.
             self._decode_again_after_committed()
             done = False
-        elif next_began:
-            self._begin_next_utterance(remaining)
+        elif next_began and until is not None:
+            self._begin_next_utterance(remaining, until)
         elif committed:
             self._buffer.trim_committed(everything=final, overlap=self._config.stream.overlap)
         if final and truncated:
@@ -185,7 +185,7 @@ class ResultRules:
         self._policy.reset()
         self._buffer.trim_silence()
 
-    def _begin_next_utterance(self, heard: list[Word]) -> None:
+    def _begin_next_utterance(self, heard: list[Word], until: float) -> None:
         """The utterance is committed, and the next one began while its final decode ran. As
         after a pause, its last words stay as the next one's context (`keep_context`); where
         they cannot, the buffer is cut in the pause, so the next decodes hear the new utterance
@@ -193,13 +193,11 @@ class ResultRules:
         committed words out and laid the new first word over their audio, and it was lost
         ("…with ugly ones. And it was…"). `heard`, the new utterance's start as this decode
         heard it, stays the partial and the agreement's last hypothesis, and the next decode
-        must begin as it does."""
-        endpointer = self._endpointer
+        must begin as it does. `until`: the decode committed the words before it."""
         if not self._lang.holding and self._buffer.keep_context():  # held: its language-ID hears it alone
             cut = self._buffer.audio.start_time
         else:
-            speech_end = endpointer.endpoint_time if endpointer.endpoint_time is not None else endpointer.onset
-            cut = self._buffer.cut_in_pause(speech_end, endpointer.onset_after(speech_end))
+            cut = self._buffer.cut_in_pause(*self._endpointer.pause_after(until))
         self._hypothesis = None
         self._tail_retried = False
         self._head = word_key(heard[0]) if heard and heard[0].start >= cut else None
@@ -241,7 +239,12 @@ class ResultRules:
         decoder would go on in it). Stable text is never heard again: a switch whose utterances
         reach back into it (a late worker committed their first words) begins after it."""
         onset = max(decision.since, self._committed_until)
-        messages: list[ServerMessage] = list(self._commit([w for w in words if w.start < onset], self._lang.language or ""))
+        # Only words that end before the new language's speech began (a pre-roll after `since`):
+        # the alignment may put its first word's start back at the window's ("Deer" from 10.50,
+        # the German from 11.04), and that word is not the old language's.
+        began = decision.since + self._config.vad.preroll
+        old = [w for w in words if w.start < onset and w.end <= began]
+        messages: list[ServerMessage] = list(self._commit(old, self._lang.language or ""))
         self._buffer.close_utterance()
         if onset > self._buffer.audio.start_time:
             self._buffer.audio.trim_to(int(onset * SAMPLE_RATE))
