@@ -140,6 +140,19 @@ def test_a_new_speakers_short_first_words_wait_and_the_switch_takes_them() -> No
     assert not decider.holding and decider.language == "es"
 
 
+def test_short_words_heard_in_a_third_language_are_not_taken_by_the_switch() -> None:
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(4.0, {"es": 0.99})])
+    decider.begin_utterance(5.0, 4.0)
+    assert decider.observe(5.0, {"pt": 0.9, "es": 0.1}, 5.5, 7.0, final=True) is None  # Spanish, heard as Portuguese
+    assert decider.waiting
+    decider.begin_utterance(8.0, 5.5)
+    switch = decider.observe(8.0, {"de": 0.97, "es": 0.03}, 8.5, 11.2)
+    assert switch is not None and (switch.language, switch.since) == ("de", 8.0)  # it stays Spanish
+    assert not decider.waiting
+
+
 def test_an_unclear_utterance_before_a_clear_new_language_does_not_outvote_it() -> None:
     decider = LanguageDecider(CONFIG)
     decider.begin_utterance(0.0, 0.0)

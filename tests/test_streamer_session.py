@@ -693,3 +693,18 @@ def test_english_only_model_refuses_other_languages() -> None:
     with pytest.raises(ProtocolError) as raised:
         Session("x", Start(language="de"), Config(), ENGLISH)
     assert raised.value.code == CloseCode.UNSUPPORTED
+
+
+def test_a_cut_in_the_pause_never_falls_before_a_committed_word_ends() -> None:
+    """A late decode committed the next utterance's first word (its start aligned before the
+    endpoint): cut in the pause, its audio would be heard again without it as context, twice."""
+    from streamer.stream.context import StreamBuffer
+
+    buffer = StreamBuffer(Config())
+    buffer.audio.append(np.zeros(6 * SAMPLE_RATE, np.float32))
+    buffer.committed = [Word(" blancas", 2.2, 2.76, 0.9), Word(" de", 3.0, 3.72, 0.9)]
+    assert buffer.cut_in_pause(3.06, 3.57) == pytest.approx(3.72)
+    assert buffer.audio.start_time == pytest.approx(3.72) and buffer.committed == []
+    plain = StreamBuffer(Config())
+    plain.audio.append(np.zeros(6 * SAMPLE_RATE, np.float32))
+    assert plain.cut_in_pause(3.06, 3.57) == pytest.approx(3.315)  # the pause's middle
