@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,7 @@ class Endpointer:
         self._margin = config.stream.endpoint_margin
         self.speech_pending = False  # the uncommitted audio may hold speech
         self.epoch = 0  # speech starts seen; tells a result whether speech began after its request
-        self.onset = 0.0  # stream time of the latest speech start
-        self._starts: list[float] = []  # the latest speech starts, oldest first (see `onset_after`)
+        self._starts: deque[float] = deque(maxlen=16)  # the latest speech starts, oldest first (see `onset_after`)
         self.final_reason: FinalReason | None = None  # commit all at the next tick
         self.endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
 
@@ -45,8 +45,7 @@ class Endpointer:
         for transition in self.vad.feed(samples):
             if isinstance(transition, SpeechStart):
                 self.epoch += 1
-                self.onset = transition.time
-                self._starts = [*self._starts[-15:], transition.time]
+                self._starts.append(transition.time)
                 began, self.speech_pending = not self.speech_pending, True
                 boundaries.append(Boundary("speech_start", transition.time, began))
             else:
@@ -55,6 +54,11 @@ class Endpointer:
                     self.endpoint_time = transition.time
                 boundaries.append(Boundary("speech_end", transition.time))
         return boundaries
+
+    @property
+    def onset(self) -> float:
+        """Stream time of the latest speech start (0 before any)."""
+        return self._starts[-1] if self._starts else 0.0
 
     @property
     def at_endpoint(self) -> bool:
