@@ -95,7 +95,11 @@ class StreamLanguage:
         """Whether words to commit were decoded in another language than the stream's: they are
         decoded again in it."""
         commits = not self.holds(final=final, earlier=earlier)
-        return bool(words) and commits and self.language is not None and hypothesis.language != self.language
+        return bool(words) and commits and self.is_other(hypothesis.language)
+
+    def is_other(self, language: str) -> bool:
+        """Whether text decoded in `language` is not in the stream's (once it has one)."""
+        return self.language is not None and language != self.language
 
     def hold_expired(self, now: float) -> bool:
         """Text held past `language.max_hold`: it gets the final decode that decides."""

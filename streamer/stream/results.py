@@ -100,10 +100,10 @@ class ResultRules:
         """At an endpoint, commits the latest hypothesis at once when it heard past the end of
         speech, and is in the stream's language (one decoded while that was held, in another, is
         left to the final decode)."""
-        heard, language = self._hypothesis, self._lang.language
+        heard = self._hypothesis
         if not self._endpointer.at_endpoint or self._in_flight is not None or heard is None or self._lang.holding:
             return []
-        if language is not None and heard.language != language:
+        if self._lang.is_other(heard.language):
             return []
         if not self._heard_past_endpoint(heard.window_end, heard.words):
             return []
