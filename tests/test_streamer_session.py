@@ -48,11 +48,23 @@ def scripted_words(clip: Clip, utterances: int) -> list[Word]:
     for utterance in clip.segments[:utterances]:
         spoken = texts[utterance.id].split()
         inside = [(s, e) for s, e in spans if utterance.start_s - 0.1 <= s < utterance.end_s]
-        begin, finish = inside[0][0] + 0.1, min(inside[-1][1], utterance.end_s) - 0.1
-        step = (finish - begin) / len(spoken)
-        for i, w in enumerate(spoken):
-            placed.append(Word(" " + w, begin + i * step, begin + (i + 0.8) * step, 0.9, ends_segment=i == len(spoken) - 1))
+        placed += spread(spoken, inside[0][0] + 0.1, min(inside[-1][1], utterance.end_s) - 0.1)
     return placed
+
+
+def spread(spoken: list[str], begin: float, finish: float) -> list[Word]:
+    """`spoken` as words spread evenly over `begin`..`finish`, the last one ending its segment."""
+    step = (finish - begin) / len(spoken)
+    return [Word(" " + w, begin + i * step, begin + (i + 0.8) * step, 0.9, ends_segment=i == len(spoken) - 1) for i, w in enumerate(spoken)]
+
+
+def answer_due(session: Session, respond) -> list:
+    """Answers each tick that is due at once; returns the messages."""
+    produced: list = []
+    while session.wants_tick:
+        request = session.make_tick_request()
+        produced.extend(session.apply_result(request, respond(request)))
+    return produced
 
 
 def hear(script: list[Word], request: TickRequest, **quality) -> Hypothesis:
@@ -201,19 +213,13 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
     audio = load_audio(clip.path)
     (first_start, first_end), (second_start, second_end) = voiced_spans(audio)
     first, second = clip.text.split(", ask what")
-    script = []
-    for text, begin, finish in ((first + ",", first_start, first_end), ("ask what" + second, second_start, second_end)):
-        spoken = text.split()
-        step = (finish - begin - 0.1) / len(spoken)
-        script += [Word(" " + w, begin + 0.1 + i * step, begin + 0.1 + (i + 0.8) * step, 0.9, i == len(spoken) - 1) for i, w in enumerate(spoken)]
+    script = spread((first + ",").split(), first_start + 0.1, first_end) + spread(("ask what" + second).split(), second_start + 0.1, second_end)
     session = new_session()
     produced = list(session.open())
     frames = iter(range(0, len(audio), FRAME))
     for offset in frames:  # the first utterance, its decodes answered at once
         produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
-        while session.wants_tick:
-            request = session.make_tick_request()
-            produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+        produced.extend(answer_due(session, lambda request: unheard_if_cut(script, request)))
         if session.audio_seconds >= first_end - 0.2:
             break
     for offset in frames:  # the worker is busy: nothing is decoded until the next onset
@@ -226,9 +232,7 @@ def test_speech_said_while_the_endpoint_decode_runs_is_not_lost() -> None:
         produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
     produced.extend(session.stop())
     produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
-    while session.wants_tick:
-        request = session.make_tick_request()
-        produced.extend(session.apply_result(request, unheard_if_cut(script, request)))
+    produced.extend(answer_due(session, lambda request: unheard_if_cut(script, request)))
     stables = [m for m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
     assert isinstance(produced[-1], End)
@@ -240,19 +244,17 @@ def test_words_said_between_a_late_endpoint_and_the_next_onset_are_not_lost() ->
     words, not at the latest speech start (it did, under a late worker: "de grano medio y" lost)."""
     clips = {c.id: c for c in load_manifest()}
     pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
-    parts = [load_audio(clips[k].path) for k in ("lj_LJ001-0013", "lj_LJ001-0008", "lj_LJ001-0002")]
+    keys = ("lj_LJ001-0013", "lj_LJ001-0008", "lj_LJ001-0002")
+    parts = [load_audio(clips[k].path) for k in keys]
     audio = np.concatenate([parts[0], pause, parts[1], pause, parts[2]])
-    spans, script, position = voiced_spans(audio), [], 0.0
-    for key, part in zip(("lj_LJ001-0013", "lj_LJ001-0008", "lj_LJ001-0002"), parts, strict=True):
+    spans, utterances, position = voiced_spans(audio), [], 0.0
+    for key, part in zip(keys, parts, strict=True):
         end = position + len(part) / SAMPLE_RATE
         inside = [(a, b) for a, b in spans if position - 0.3 <= a < end]
-        begin, finish = inside[0][0] + 0.1, inside[-1][1] - 0.1
-        spoken = clips[key].text.split()
-        step = (finish - begin) / len(spoken)
-        script += [Word(" " + w, begin + i * step, begin + (i + 0.8) * step, 0.9, i == len(spoken) - 1) for i, w in enumerate(spoken)]
+        utterances.append(spread(clips[key].text.split(), inside[0][0] + 0.1, inside[-1][1] - 0.1))
         position = end + len(pause) / SAMPLE_RATE
-    first_end = script[len(clips["lj_LJ001-0013"].text.split()) - 1].end + 0.1
-    third_start = script[-len(clips["lj_LJ001-0002"].text.split())].start
+    script = [w for words in utterances for w in words]
+    first_end, third_start = utterances[0][-1].end + 0.1, utterances[2][0].start
     session = new_session()
     produced = list(session.open())
     frames = iter(range(0, len(audio), FRAME))
@@ -271,13 +273,9 @@ def test_words_said_between_a_late_endpoint_and_the_next_onset_are_not_lost() ->
     produced.extend(session.apply_result(request, hear(script, request)))
     for offset in frames:
         produced.extend(session.on_audio(pcm(audio[offset : offset + FRAME])))
-        while session.wants_tick:
-            request = session.make_tick_request()
-            produced.extend(session.apply_result(request, hear(script, request)))
+        produced.extend(answer_due(session, lambda request: hear(script, request)))
     produced.extend(session.stop())
-    while session.wants_tick:
-        request = session.make_tick_request()
-        produced.extend(session.apply_result(request, hear(script, request)))
+    produced.extend(answer_due(session, lambda request: hear(script, request)))
     stables = [m for m in produced if isinstance(m, Stable)]
     assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
 
