@@ -14,11 +14,19 @@ real-time pace (`--speed`):
   whose time includes loading its model: the daemon's is loaded already).
 - a live protocol-v1 stream alone, then again while a long upload is transcribed: the rise of its
   stable-latency median (bar: at most 0.3 s).
+- Wyoming (the `wyoming` package's client, as Home Assistant uses it): `describe` answered within
+  1 s (the slowest of a few, connection included); the shared `short` clips, one connection each,
+  streamed at `--speed`: WER beside the offline CLI's on the same clips (one process, all clips).
+
+Each bar is printed as PASS or FAIL; the exit status is 1 when one fails. WER margins: 0.5 points
+for what streams (the SDKs against v1, Wyoming against the CLI: text committed as audio arrives),
+0.2 for REST against the CLI (the same long-form decode; the margin is rounding of dtypes).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import subprocess
@@ -31,14 +39,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.daemon import Daemon
+from benchmarks.daemon import Daemon, free_port
 from benchmarks.data import Clip, clips_of, long_clip_reference
 from benchmarks.streaming import Event, percentile, replay, score_clip
 from benchmarks.wer import word_error_rate
 
-BARS = {"wer_margin_points": 0.5, "latency_margin_s": 0.2, "rest_wall_ratio": 1.2, "upload_latency_rise_s": 0.3}
+BARS = {
+    "wer_margin_points": 0.5, "latency_margin_s": 0.2, "rest_wer_margin_points": 0.2, "rest_wall_ratio": 1.2,
+    "upload_latency_rise_s": 0.3, "wyoming_describe_s": 1.0, "wyoming_wer_margin_points": 0.5,
+}
 CHUNK_SECONDS = 0.1
 REALTIME_DRAIN_S = 5.0
+DESCRIBE_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,20 @@ class Interference:
     alone_median_s: float
     with_upload_median_s: float
     upload_clip: str
+
+
+@dataclass(frozen=True)
+class WyomingScore:
+    clips: int
+    describe_s: float  # the slowest of DESCRIBE_TRIES, connection included
+    wer: float
+    offline_wer: float
+
+
+@dataclass(frozen=True)
+class Bar:
+    what: str
+    passed: bool
 
 
 def encode(path: Path, *args: str) -> bytes:
@@ -212,12 +238,85 @@ def run_interference(daemon: Daemon, clip: Clip, upload: Clip, speed: float, wor
     return Interference(clip.id, alone.latency_median_s, loaded.latency_median_s, upload.id)
 
 
+async def _describe_seconds(port: int) -> float:
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+
+    began = time.monotonic()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Describe().event())
+        event = await asyncio.wait_for(client.read_event(), 5)
+        if event is None or not Info.is_type(event.type):
+            raise RuntimeError(f"wyoming: describe answered {event!r}")
+    return time.monotonic() - began
+
+
+async def _wyoming_transcript(port: int, clip: Clip, speed: float) -> str:
+    """One connection, one utterance: transcribe, audio-start, 0.1 s chunks at `speed`, audio-stop."""
+    from wyoming.asr import Transcribe, Transcript
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    pcm = encode(clip.path, "-ar", "16000", "-f", "s16le")
+    step = int(16000 * CHUNK_SECONDS) * 2
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language=clip.language).event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        began = time.monotonic()
+        for offset in range(0, len(pcm), step):
+            await asyncio.sleep(max(0.0, began + offset / 2 / 16000 / speed - time.monotonic()))
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[offset : offset + step]).event())
+        await client.write_event(AudioStop().event())
+        while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+            if Transcript.is_type(event.type):
+                return Transcript.from_event(event).text
+    raise RuntimeError(f"wyoming: the connection for {clip.id} closed without a transcript")
+
+
+def run_wyoming(port: int, clips: list[Clip], model: str, speed: float, workdir: Path) -> WyomingScore:
+    describe = max(asyncio.run(_describe_seconds(port)) for _ in range(DESCRIBE_TRIES))
+    texts = [asyncio.run(_wyoming_transcript(port, clip, speed)) for clip in clips]
+    out = workdir / "wyoming-offline"
+    subprocess.run([sys.executable, "-m", "model.transcribe", *(str(c.path) for c in clips), "--model", model, "--language", "en",
+                    "--output-format", "json", "--output-dir", str(out), "--no-progress"], capture_output=True, check=True)  # fmt: skip
+    offline = [json.loads((out / f"{c.path.stem}.json").read_text())["text"] for c in clips]
+    references = [c.text for c in clips]
+    return WyomingScore(len(clips), describe, word_error_rate(references, texts), word_error_rate(references, offline))
+
+
+def judge(streams: list[StreamScore], rest: list[RestScore], interference: list[Interference], wyoming: WyomingScore | None) -> list[Bar]:
+    """Every bar of the issue, on the figures of this run."""
+    bars = []
+    v1 = {s.clip: s for s in streams if s.interface == "v1"}
+    for s in streams:
+        if s.interface == "v1":
+            continue
+        base = v1[s.clip]
+        wer_rise, latency_rise = 100 * (s.wer - base.wer), s.latency_median_s - base.latency_median_s
+        bars.append(Bar(f"{s.interface} {s.clip}: WER {100 * s.wer:.2f} % ({wer_rise:+.2f} pts vs v1, bar {BARS['wer_margin_points']})", wer_rise <= BARS["wer_margin_points"]))
+        bars.append(Bar(f"{s.interface} {s.clip}: latency median {s.latency_median_s:.2f} s ({latency_rise:+.2f} s vs v1, bar {BARS['latency_margin_s']})", latency_rise <= BARS["latency_margin_s"]))
+    for r in rest:
+        wer_rise, ratio = 100 * (r.wer - r.offline_wer), r.wall_s / r.offline_wall_s
+        bars.append(Bar(f"REST {r.response_format} {r.clip}: WER {100 * r.wer:.2f} % ({wer_rise:+.2f} pts vs CLI, bar {BARS['rest_wer_margin_points']})", wer_rise <= BARS["rest_wer_margin_points"]))
+        bars.append(Bar(f"REST {r.response_format} {r.clip}: wall {r.wall_s:.2f} s, {ratio:.2f}x the CLI's (bar {BARS['rest_wall_ratio']}x)", ratio <= BARS["rest_wall_ratio"]))
+    for i in interference:
+        rise = i.with_upload_median_s - i.alone_median_s
+        bars.append(Bar(f"live stream during an upload: latency median {rise:+.2f} s (bar {BARS['upload_latency_rise_s']})", rise <= BARS["upload_latency_rise_s"]))
+    if wyoming is not None:
+        wer_rise = 100 * (wyoming.wer - wyoming.offline_wer)
+        bars.append(Bar(f"Wyoming describe: {wyoming.describe_s:.3f} s (bar < {BARS['wyoming_describe_s']})", wyoming.describe_s < BARS["wyoming_describe_s"]))
+        bars.append(Bar(f"Wyoming {wyoming.clips} short clips: WER {100 * wyoming.wer:.2f} % ({wer_rise:+.2f} pts vs CLI {100 * wyoming.offline_wer:.2f} %, bar {BARS['wyoming_wer_margin_points']})",
+                        wer_rise <= BARS["wyoming_wer_margin_points"]))  # fmt: skip
+    return bars
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compat", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--clips", type=int, default=0, help="long clips to use (0: all)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="cut each clip to this many seconds (smoke runs)")
     parser.add_argument("--speed", type=float, default=1.0, help="× real time (1: the bars' pace)")
+    parser.add_argument("--short-clips", type=int, default=0, help="short clips for Wyoming (0: all; -1: skip Wyoming)")
     parser.add_argument("--json", type=Path, default=None)
     args, daemon_flags = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,11 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         upload_clip = next((c for c in longs if 80 <= c.duration_s <= 100), longs[-1])
         clips = [truncated(c, args.max_seconds, workdir) for c in (longs[: args.clips] if args.clips else longs)]
         upload = truncated(upload_clip, args.max_seconds * 2, workdir)
-        daemon = Daemon("--max-tick-lag", "600", *daemon_flags, model=args.model)
+        shorts = clips_of("short", "en")
+        shorts = shorts[: args.short_clips] if args.short_clips > 0 else [] if args.short_clips < 0 else shorts
+        wyoming_port = free_port()
+        daemon = Daemon("--max-tick-lag", "600", "--uri", f"tcp://127.0.0.1:{wyoming_port}", *daemon_flags, model=args.model)
         try:
             streams: list[StreamScore] = []
             rest: list[RestScore] = []
             interference: list[Interference] = []
+            wyoming = run_wyoming(wyoming_port, shorts, args.model, args.speed, workdir) if shorts else None
             for clip in clips:
                 streams.append(score("v1", clip, replay(daemon.url, clip, args.speed, workdir), args.speed))
                 streams.append(score("deepgram", clip, run_deepgram(daemon.address, clip, args.speed), args.speed))
@@ -239,11 +342,16 @@ def main(argv: list[str] | None = None) -> int:
             interference.append(run_interference(daemon, clips[0], upload, args.speed, workdir))
         finally:
             daemon.stop()
-    report = {"bars": BARS, "streams": [asdict(s) for s in streams], "rest": [asdict(r) for r in rest], "interference": [asdict(i) for i in interference]}
+    bars = judge(streams, rest, interference, wyoming)
+    report = {"bars": BARS, "streams": [asdict(s) for s in streams], "rest": [asdict(r) for r in rest], "interference": [asdict(i) for i in interference],
+              "wyoming": asdict(wyoming) if wyoming else None, "judged": [asdict(b) for b in bars]}  # fmt: skip
     print_report(streams, rest, interference)
+    print()
+    for bar in bars:
+        print(f"[{'PASS' if bar.passed else 'FAIL'}] {bar.what}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return 0 if all(b.passed for b in bars) else 1
 
 
 def print_report(streams: list[StreamScore], rest: list[RestScore], interference: list[Interference]) -> None:

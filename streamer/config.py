@@ -70,7 +70,8 @@ class ModelConfig:
     model: str = "tiny.en"  # a name load_model knows, or a path
     device: str = "auto"  # auto: cuda when present, else cpu
     dtype: str = "auto"  # auto: float16 on cuda; on cpu bfloat16 where the CPU has it natively, else float32
-    threads: int = 1  # torch intra-op threads of the worker; 0: all cores (spin-waiting threads lose on shared cores)
+    threads: int = 1  # torch intra-op threads of the worker for streams' batches; 0: all cores (spin-waiting threads lose on shared cores)
+    file_threads: int = 0  # ...and for an upload's windows (throughput work between the batches); 0: all cores
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
     max_batch: int = 8  # streams decoded together in one worker step, at most...
     step_budget: float = 0.5  # ...and as many as the measured cost of a row fits in this many seconds
@@ -81,6 +82,7 @@ class ModelConfig:
         _check(self.device in DEVICES, f"model.device must be one of {DEVICES}, got {self.device!r}")
         _check(self.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         _check(self.threads >= 0, f"model.threads must be >= 0, got {self.threads}")
+        _check(self.file_threads >= 0, f"model.file_threads must be >= 0, got {self.file_threads}")
         _check(self.beam_size >= 1, f"model.beam_size must be >= 1, got {self.beam_size}")
         _check(self.max_batch >= 1, f"model.max_batch must be >= 1, got {self.max_batch}")
         _check(self.step_budget > 0, f"model.step_budget must be > 0 s, got {self.step_budget}")

@@ -81,6 +81,7 @@ class ModelWorker:
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._model_info: ModelInfo | None = None
+        self._all_cores = torch.get_num_threads()  # torch's default: one per physical core
         self._thread = threading.Thread(target=self._run, name="model-worker", daemon=True)
 
     def start(self) -> None:
@@ -132,6 +133,7 @@ class ModelWorker:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
+                self._use_threads(self._config.threads if isinstance(work, list) else self._config.file_threads)
                 with torch.inference_mode():
                     result = self.decode(model, work) if isinstance(work, list) else work(model)
             except BaseException as exc:  # handed to the event loop, which logs it per session
@@ -139,11 +141,17 @@ class ModelWorker:
             else:
                 future.set_result(result)
 
+    def _use_threads(self, threads: int) -> None:
+        """Streams' batches and an upload's windows may each have their own torch thread count
+        (latency work leaves a core to the event loop; a file alone between batches may take all)."""
+        wanted = threads or self._all_cores
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
     def load(self) -> Whisper:
         """Loads the model as configured (in the worker thread; the tick profiler calls it directly)."""
         config = self._config
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        self._use_threads(config.threads)
         device = default_device() if config.device == "auto" else config.device
         dtype = None if config.dtype == "auto" else config.dtype
         if dtype is None and device == "cpu" and cpu_has_native_bfloat16():

@@ -4,12 +4,11 @@ client against a daemon with tiny.en on the shared short clips."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
-from benchmarks.daemon import Daemon
+from benchmarks.daemon import Daemon, free_port
 from benchmarks.wer import word_error_rate
 from streamer.interfaces.wyoming import (
     FeedAudio,
@@ -44,15 +43,9 @@ def test_session_events_in_order() -> None:
     assert session.receive(AudioStart(rate=16000, width=4, channels=1).event())[1][0].type == "error"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def wyoming_port():
-    port = _free_port()
+    port = free_port()
     server = Daemon("--max-tick-lag", "600", "--uri", f"tcp://127.0.0.1:{port}")
     yield port
     server.stop()
