@@ -32,7 +32,7 @@ from torch import Tensor
 
 from model.audio import CHUNK_LENGTH
 from model.tokenizer import TASKS, Tokenizer, get_tokenizer, normalize_language
-from model.whisper import KVCache, Whisper
+from model.whisper import EncodedAudio, KVCache, Whisper
 
 TIME_PRECISION = 0.02  # seconds per timestamp token (30 s / 1500 audio positions)
 MAX_DRAFT = 64  # draft tokens checked per row: their logits ([B, K, vocab] float32) are held at once
@@ -127,12 +127,12 @@ def model_tokenizer(model: Whisper, language: str | None = None, task: str | Non
 # ---------------------------------------------------------------- language detection
 
 
-def detect_language(model: Whisper, audio_features: Tensor, tokenizer: Tokenizer) -> tuple[Tensor, list[dict[str, float]]]:
+def detect_language(model: Whisper, encoded: EncodedAudio, tokenizer: Tokenizer) -> tuple[Tensor, list[dict[str, float]]]:
     """The most likely language token of each row [B], and every language's probability."""
     if not model.is_multilingual:
         raise ValueError(f"{model.name} is an English-only model: it has no language detection")
-    rows = audio_features.shape[0]
-    cache = model.new_cache(audio_features)
+    rows = len(encoded)
+    cache = model.new_cache(encoded)
     logits = model.logits(torch.full((rows, 1), tokenizer.sot, device=model.device), cache)[:, 0]
     language_tokens = torch.tensor(tokenizer.all_language_tokens, device=logits.device)
     probs = logits.index_select(1, language_tokens).softmax(dim=-1)
@@ -465,24 +465,24 @@ def decode(
     if mel.ndim == 2:
         mel = mel[None]
     with torch.inference_mode():
-        return decode_features(model, model.embed_audio(mel), options, prompts)
+        return decode_features(model, model.encode(mel), options, prompts)
 
 
 def decode_features(
     model: Whisper,
-    audio_features: Tensor,
+    encoded: EncodedAudio,
     options: DecodingOptions,
     prompts: Sequence[Sequence[int]] | None = None,
     languages: Sequence[str] | None = None,
     drafts: Sequence[Sequence[int]] | None = None,
     forced: Sequence[Sequence[int]] | None = None,
 ) -> list[DecodingResult]:
-    """Decodes encoded windows [B, n_audio_ctx, d]; `languages` (one per row) overrides
+    """Decodes encoded windows; `languages` (one per row) overrides
     `options.language` and detection. `drafts` (one per row, may be empty) are the tokens each
     row is expected to sample; greedy decoding checks them in one pass (see the module
     docstring), other strategies ignore them. `forced` (one per row, may be empty): the tokens
     each row's result must begin with (see the module docstring)."""
-    n_audio = audio_features.shape[0]
+    n_audio = len(encoded)
     if prompts is not None and len(prompts) != n_audio:
         raise ValueError(f"{len(prompts)} prompts for {n_audio} windows")
     if drafts is not None and len(drafts) != n_audio:
@@ -496,7 +496,7 @@ def decode_features(
         languages = ["en"] * n_audio
     elif languages is None:
         if options.language is None:
-            _, language_probs = detect_language(model, audio_features, model_tokenizer(model))
+            _, language_probs = detect_language(model, encoded, model_tokenizer(model))
             languages = [max(p, key=lambda code: p[code]) for p in language_probs]
         else:
             languages = [options.language] * n_audio
@@ -547,7 +547,7 @@ def decode_features(
         forced_lengths = forcing.lengths
         # A draft that does not go on from the forced tokens is no use; the forced ones are one.
         drafts = [d if list(d[: len(f)]) == f else f for d, f in zip(drafts or [()] * n_audio, forced)]
-    cache = model.new_cache(audio_features, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
+    cache = model.new_cache(encoded, torch.tensor(pad_lengths, device=device) if any(pad_lengths) else None)
     draft = None
     skip = max(0, min(forced_lengths) - 1)  # steps forced in every row: their logits are not needed
     if drafts is not None and options.temperature == 0 and options.beam_size is None:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from model.audio import TOKENS_PER_SECOND
 from model.tokenizer import Tokenizer
-from model.whisper import Whisper
+from model.whisper import EncodedAudio, Whisper
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -115,7 +115,7 @@ def _alignment_matrix(weights: Tensor, n_tokens: int, n_frames: int, medfilt_wid
 def align_words(
     model: Whisper,
     tokenizers: Sequence[Tokenizer],
-    audio_features: Tensor,
+    audio: EncodedAudio,
     text_tokens: Sequence[Sequence[int]],
     n_frames: Sequence[int],
     medfilt_width: int = 7,
@@ -127,7 +127,7 @@ def align_words(
     eot = tokenizers[0].eot
     # Right padding is harmless: attention is causal, so no real token sees the padding.
     tokens = torch.tensor([s + [eot] * (length - len(s)) for s in sequences], device=model.device)
-    weights, logits = model.alignment_pass(tokens, audio_features)
+    weights, logits = model.alignment_pass(tokens, audio)
     result: list[list[_Timing]] = []
     for row in range(rows):
         tokenizer, text = tokenizers[row], list(text_tokens[row])
@@ -243,7 +243,7 @@ def place_words(
 def window_word_timestamps(
     model: Whisper,
     tokenizers: Sequence[Tokenizer],
-    audio_features: Tensor,
+    audio: EncodedAudio,
     segments: Sequence[Sequence[tuple[float, float, Sequence[int]]]],
     n_frames: Sequence[int],
 ) -> list[list[TimedSegment]]:
@@ -253,6 +253,6 @@ def window_word_timestamps(
         [(start, end, [t for t in tokens if t < tok.eot]) for start, end, tokens in row] for tok, row in zip(tokenizers, segments)
     ]
     text_tokens = [[t for _, _, tokens in row for t in tokens] for row in text_segments]
-    alignments = align_words(model, tokenizers, audio_features, text_tokens, n_frames)
+    alignments = align_words(model, tokenizers, audio, text_tokens, n_frames)
     return [place_words(alignment, row) for alignment, row in zip(alignments, text_segments)]
 

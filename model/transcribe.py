@@ -35,7 +35,7 @@ from model.profile import StageClock, timed
 from model.runtime import return_freed_memory_to_os
 from model.timing import Word, window_word_timestamps
 from model.tokenizer import TASKS, normalize_language
-from model.whisper import Whisper
+from model.whisper import EncodedAudio, Whisper
 
 __all__ = [
     "FileTranscription",
@@ -290,7 +290,7 @@ def decode_mel_windows(
     device = model.device
     with torch.inference_mode():
         with timed(clock, "encoder", device):
-            features = model.embed_audio(mel)
+            features = model.encode(mel)
         with timed(clock, "language", device):
             languages, language_probs = _languages(model, features, options.language, options.language_candidates)
         with timed(clock, "decoder", device):
@@ -315,9 +315,9 @@ def _is_quiet(window: np.ndarray) -> bool:
 
 
 def _languages(
-    model: Whisper, features: torch.Tensor, language: str | None, candidates: Sequence[str] = ()
+    model: Whisper, features: EncodedAudio, language: str | None, candidates: Sequence[str] = ()
 ) -> tuple[list[str], list[dict[str, float] | None]]:
-    rows = features.shape[0]
+    rows = len(features)
     if not model.is_multilingual:
         return ["en"] * rows, [None] * rows
     if language is not None:
@@ -326,7 +326,7 @@ def _languages(
     return [max(p, key=lambda k: p[k]) for p in probs], list(probs)
 
 
-def _detected(model: Whisper, features: torch.Tensor, candidates: Sequence[str]) -> list[dict[str, float]]:
+def _detected(model: Whisper, features: EncodedAudio, candidates: Sequence[str]) -> list[dict[str, float]]:
     """Each row's language probabilities, over `candidates` only (renormalised) when given."""
     _, probs = detect_language(model, features, model_tokenizer(model))
     if not candidates:
@@ -345,12 +345,12 @@ def detect_window_languages(model: Whisper, audio: Sequence[np.ndarray], candida
         mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
         for row, window in enumerate(windows):
             mel[row, :, len(window) // HOP_LENGTH :] = 0
-        return _detected(model, model.embed_audio(mel), candidates)
+        return _detected(model, model.encode(mel), candidates)
 
 
 def _decode_with_fallback(
     model: Whisper,
-    features: torch.Tensor,
+    features: EncodedAudio,
     options: WindowOptions,
     prompts: Sequence[Sequence[int]],
     languages: list[str],
@@ -359,15 +359,14 @@ def _decode_with_fallback(
 ) -> tuple[list[DecodingResult], list[DecodingResult]]:
     """The final decode of each row, and its first (lowest temperature) decode (the only one
     that `drafts` can serve: hotter decodes sample)."""
-    rows = features.shape[0]
+    rows = len(features)
     results: list[DecodingResult] = []
     first: list[DecodingResult] = []
     pending = list(range(rows))
     for temperature in options.temperatures:
-        index = torch.tensor(pending, device=features.device)
         decoded = decode_features(
             model,
-            features.index_select(0, index),
+            features.select(pending),
             options.decoding_options(temperature),
             [prompts[i] for i in pending],
             [languages[i] for i in pending],
@@ -432,15 +431,14 @@ def _window_result(
 
 
 def _with_words(
-    model: Whisper, features: torch.Tensor, results: list[WindowResult], n_frames: list[int], task: str
+    model: Whisper, features: EncodedAudio, results: list[WindowResult], n_frames: list[int], task: str
 ) -> list[WindowResult]:
     rows = [i for i, r in enumerate(results) if r.segments]
     if not rows:
         return results
     tokenizers = [model_tokenizer(model, results[i].language, task) for i in rows]
     segments = [[(s.start, s.end, s.tokens) for s in results[i].segments] for i in rows]
-    index = torch.tensor(rows, device=features.device)
-    timed = window_word_timestamps(model, tokenizers, features.index_select(0, index), segments, [n_frames[i] for i in rows])
+    timed = window_word_timestamps(model, tokenizers, features.select(rows), segments, [n_frames[i] for i in rows])
     results = list(results)
     for i, row_timed in zip(rows, timed):
         result = results[i]

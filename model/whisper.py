@@ -7,6 +7,7 @@ OpenAI state dict loads as it is; other formats are mapped to these names in `we
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,30 @@ class AudioEncoder(nn.Module):
         return self.ln_post(x)
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedAudio:
+    """Encoded windows as the decoder reads them: each decoder layer's cross-attention keys and
+    values [B, n_head, n_audio_ctx, d_head]. Made once per batch of windows (`Whisper.encode`),
+    so that language detection, a decode at each temperature and the alignment pass share them
+    (computing them is about a sixth of an encoder pass)."""
+
+    cross: tuple[tuple[Tensor, Tensor], ...]
+
+    def __len__(self) -> int:
+        return self.cross[0][0].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.cross[0][0].device
+
+    def select(self, rows: Sequence[int]) -> EncodedAudio:
+        """These rows of the batch (itself when that is all of them, in order: no copy)."""
+        if list(rows) == list(range(len(self))):
+            return self
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        return EncodedAudio(tuple((k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross))
+
+
 class KVCache:
     """Keys and values of one batch being decoded.
 
@@ -153,8 +178,8 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Keeps (or repeats) rows `index` of the batch: beam search, finished rows dropped."""
         index = index.to(self.cross[0][0].device)
-        # Layer by layer, so each old layer is freed before the next is copied: the cross
-        # keys/values are large and a whole second copy would double the peak memory.
+        # Layer by layer, so each old layer can be freed before the next is copied (when the
+        # cache alone held it): the cross keys/values are large.
         for kv in (self.cross, self.self_kv):
             for layer, (k, v) in enumerate(kv):
                 kv[layer] = (k.index_select(0, index), v.index_select(0, index))
@@ -267,9 +292,14 @@ class Whisper(nn.Module):
         chunk = self.CPU_ENCODER_BATCH if self.device.type == "cpu" else mel.shape[0]
         return torch.cat([self.encoder(part) for part in mel.split(max(chunk, 1))])
 
-    def new_cache(self, audio_features: Tensor, pad_lengths: Tensor | None = None) -> KVCache:
-        cross = [block.cross_attention()[1].keys_values(audio_features) for block in self.decoder.blocks]
-        return KVCache(cross, pad_lengths)
+    def encode(self, mel: Tensor) -> EncodedAudio:
+        """Mel windows [B, n_mels, 3000] through the encoder, then into every decoder layer's
+        cross-attention keys and values."""
+        features = self.embed_audio(mel)
+        return EncodedAudio(tuple(block.cross_attention()[1].keys_values(features) for block in self.decoder.blocks))
+
+    def new_cache(self, audio: EncodedAudio, pad_lengths: Tensor | None = None) -> KVCache:
+        return KVCache(list(audio.cross), pad_lengths)
 
     def project(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits (float32) of decoder hidden states; the output layer is tied to the embedding."""
@@ -297,14 +327,13 @@ class Whisper(nn.Module):
             hidden = hidden[:, list(positions)]
         return self.project(hidden)
 
-    def alignment_pass(self, tokens: Tensor, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+    def alignment_pass(self, tokens: Tensor, audio: EncodedAudio) -> tuple[Tensor, Tensor]:
         """One pass over whole sequences `tokens` [B, T]: the cross-attention weights
         [B, K, T, n_audio_ctx] of the K alignment heads (float32), and the logits [B, T, n_vocab]."""
         self.decoder_passes += 1
         heads = self.alignment_heads.tolist()
-        hidden, weights = self.decoder.forward_weighed(tokens.to(self.device), self.new_cache(audio_features), {layer for layer, _ in heads})
+        hidden, weights = self.decoder.forward_weighed(tokens.to(self.device), self.new_cache(audio), {layer for layer, _ in heads})
         return torch.stack([weights[layer][:, head] for layer, head in heads], dim=1), self.project(hidden)
 
     def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        audio_features = self.embed_audio(mel)
-        return self.logits(tokens, self.new_cache(audio_features))
+        return self.logits(tokens, self.new_cache(self.encode(mel)))

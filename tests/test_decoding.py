@@ -225,10 +225,10 @@ def test_greedy_matches_transformers_generate(tiny_en, short_mel, tokenizer):
 
 def test_batch_equals_rows_alone_and_beam_beats_greedy(tiny_en, short_mel, tokenizer):
     with torch.inference_mode():
-        features = tiny_en.embed_audio(short_mel)
+        features = tiny_en.encode(short_mel)
         prompts = [tokenizer.encode(" The president spoke."), tokenizer.encode(" Printing, in the only sense.")[:3]]
         batched = decode_features(tiny_en, features, DecodingOptions(), prompts)
-        alone = [decode_features(tiny_en, features[i : i + 1], DecodingOptions(), [prompts[i]])[0] for i in range(2)]
+        alone = [decode_features(tiny_en, features.select([i]), DecodingOptions(), [prompts[i]])[0] for i in range(2)]
         assert [r.tokens for r in batched] == [r.tokens for r in alone]
         for a, b in zip(batched, alone):
             assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-3)
@@ -266,8 +266,8 @@ def test_a_draft_changes_no_token_and_saves_decoder_passes(tiny_en, short_mel, t
         return [(r.tokens, round(r.sum_logprob, 3), round(r.no_speech_prob, 4)) for r in results], len(passes)
 
     with torch.inference_mode():
-        features = tiny_en.embed_audio(short_mel)
-        one = features[:1]
+        features = tiny_en.encode(short_mel)
+        one = features.select([0])
         (plain,), plain_passes = run(one)
         tokens = list(plain[0])
         assert len(tokens) > 10
@@ -292,10 +292,10 @@ def test_forced_tokens_begin_the_result_and_the_decode_goes_on_from_them(tiny_en
     passes = count_decoder_passes(tiny_en, monkeypatch)
     begin = tokenizer.timestamp_begin
     with torch.inference_mode():
-        features = tiny_en.embed_audio(short_mel)
+        features = tiny_en.encode(short_mel)
         plain = decode_features(tiny_en, features, DecodingOptions())
         passes.clear()
-        decode_features(tiny_en, features[:1], DecodingOptions())
+        decode_features(tiny_en, features.select([0]), DecodingOptions())
         plain_passes = len(passes)
         tokens = list(plain[0].tokens)
         # Its own first half forced on row 0, nothing on row 1: both decode as without.
@@ -308,12 +308,12 @@ def test_forced_tokens_begin_the_result_and_the_decode_goes_on_from_them(tiny_en
         assert forced[0].sum_logprob > plain[0].sum_logprob
         assert forced[0].avg_logprob == pytest.approx(forced[0].sum_logprob / (len(tokens) - len(half) + 1))
         passes.clear()
-        decode_features(tiny_en, features[:1], DecodingOptions(), forced=[half])
+        decode_features(tiny_en, features.select([0]), DecodingOptions(), forced=[half])
         assert len(passes) == plain_passes - len(half)  # fed in one pass, like a draft
         # Words the audio does not hold: kept as given, and the timestamps go on after them.
         made_up = [begin, *tokenizer.encode(" Bananas are yellow."), begin + 40]
         for options in (DecodingOptions(), DecodingOptions(beam_size=3)):
-            result = decode_features(tiny_en, features[:1], options, forced=[made_up])[0]
+            result = decode_features(tiny_en, features.select([0]), options, forced=[made_up])[0]
             assert list(result.tokens[: len(made_up)]) == made_up
             rest = [t - begin for t in result.tokens[len(made_up) :] if t >= begin]
             assert rest and rest[0] >= 40 and rest == sorted(rest)
@@ -330,7 +330,7 @@ def test_language_detection(base_model, shared_data):
     clips = [clip_by_id(shared_data, i) for i in ("picovoice_de", "picovoice_es", "picovoice_fr")]
     tokenizer = model_tokenizer(base_model)
     with torch.inference_mode():
-        features = base_model.embed_audio(_mel(clips))
+        features = base_model.encode(_mel(clips))
         tokens, probs = detect_language(base_model, features, tokenizer)
     assert [max(p, key=lambda code: p[code]) for p in probs] == ["de", "es", "fr"]
     assert tokens.tolist() == [tokenizer.to_language_token(c) for c in ("de", "es", "fr")]

@@ -104,13 +104,13 @@ def test_logits_match_transformers(shared_data, name):
         assert (actual - expected).abs().max() < 1e-3
 
         # The key/value cache, fed token by token, gives the same logits.
-        cache = ours.new_cache(ours.embed_audio(mel))
+        cache = ours.new_cache(ours.encode(mel))
         steps = [ours.logits(tokens[:, :4], cache)] + [ours.logits(tokens[:, i : i + 1], cache) for i in range(4, tokens.shape[1])]
         assert (torch.cat(steps, dim=1) - expected).abs().max() < 1e-3
 
         # Left padding (rows with prompts of other lengths) leaves a row's logits unchanged.
         padded = torch.cat([torch.full((2, 3), tokenizer.eot), tokens], dim=1)
-        cache = ours.new_cache(ours.embed_audio(mel), pad_lengths=torch.tensor([3, 3]))
+        cache = ours.new_cache(ours.encode(mel), pad_lengths=torch.tensor([3, 3]))
         assert (ours.logits(padded, cache)[:, 3:] - expected).abs().max() < 1e-3
 
 
