@@ -65,7 +65,7 @@ def profile(worker: ModelWorker, model, config: Config, audio: list[np.ndarray],
     stages: dict[str, float] = defaultdict(float)
     while now < seconds + (streams - 1) * STAGGER:
         feed(sessions, pcm, fed, now)
-        due = sorted((s for s in sessions if s.wants_tick), key=lambda s: not (s.due_tick is not None and s.due_tick.commits))[:max_batch]
+        due = sorted((s for s in sessions if s.wants_tick), key=lambda s: not (s.due_tick is not None and s.due_tick.urgent))[:max_batch]
         if not due:
             now += 0.1
             continue

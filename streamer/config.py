@@ -75,6 +75,7 @@ class ModelConfig:
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
     max_batch: int = 8  # streams decoded together in one worker step, at most...
     step_budget: float = 0.5  # ...and as many as the measured cost of a row fits in this many seconds
+    partial_busy: float = 0.75  # partial decodes start only while the worker is busy less than this share of the time (1: no limit)
     temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
 
     def __post_init__(self) -> None:
@@ -86,6 +87,7 @@ class ModelConfig:
         _check(self.beam_size >= 1, f"model.beam_size must be >= 1, got {self.beam_size}")
         _check(self.max_batch >= 1, f"model.max_batch must be >= 1, got {self.max_batch}")
         _check(self.step_budget > 0, f"model.step_budget must be > 0 s, got {self.step_budget}")
+        _check(0 < self.partial_busy <= 1, f"model.partial_busy must be in (0, 1], got {self.partial_busy}")
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,17 @@ is dropped.
 
 Batches are formed by deadline, not by arrival (continuous batching at the granularity of a
 decode): a stream's tick is due when it becomes ready (`wake(session)` notes the moment), and
-its deadline is that moment plus the slack of its kind: none for a decode that stable text waits
-on (`TickKind.commits`), one tick interval for a partial. The batch takes the earliest deadlines,
+its deadline is that moment plus the slack of its kind: none for an urgent one (`TickKind.urgent`:
+a decode that stable text waits on, or an utterance's first), one tick interval for a partial. The batch takes the earliest deadlines,
 as many as fit the step budget (`model.step_budget`) by the measured cost of a row, so the batch
 size adapts to the device: on a CPU, where rows cost the same batched or not, a commit never
 waits behind a long batch; on a GPU, where rows are nearly free, batches grow to `max_batch`.
+
+Decodes that commit nothing (an utterance's first included) start only while the worker has been
+busy less than `model.partial_busy` of the time (a token bucket, `PartialBudget`): a decode cannot
+be preempted, so a commit that comes due while a partial runs waits for it, and with several
+streams one nearly always would. The rest of the time is headroom in which commits find the
+worker free; partials thin out as streams grow (first ones ahead of the rest), commits do not.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,
@@ -24,6 +30,7 @@ after `max_retries` failures in a row. Every failure is logged with its tracebac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -69,6 +76,36 @@ class BatchDecoder(Protocol):
 StreamT = TypeVar("StreamT", bound=Decodable)
 
 
+class PartialBudget:
+    """A token bucket of worker seconds: it fills at `share` seconds per second, at most `depth`
+    seconds deep (about one row, so an idle spell buys no burst), and every batch drains it by
+    its seconds, commits included. Partials may start while it is not empty; commits always may,
+    so the worker stays busy at most about `share` of the time unless commits alone need more."""
+
+    def __init__(self, share: float, now: float) -> None:
+        self._share = share
+        self._tokens = 0.0
+        self._at = now
+
+    def _fill(self, now: float, depth: float) -> None:
+        self._tokens = min(depth, self._tokens + self._share * (now - self._at))
+        self._at = now
+
+    def allows(self, now: float, depth: float) -> bool:
+        if self._share >= 1.0:
+            return True
+        self._fill(now, depth)
+        return self._tokens >= 0.0
+
+    def spend(self, now: float, seconds: float, depth: float) -> None:
+        self._fill(now, depth)
+        self._tokens -= seconds
+
+    def wait(self) -> float:
+        """Seconds until partials may start again (0: they may now)."""
+        return max(0.0, -self._tokens / self._share) if self._share < 1.0 else 0.0
+
+
 @dataclass(frozen=True)
 class _Due(Generic[StreamT]):
     """A stream ready for a decode, and by when it should get one."""
@@ -88,6 +125,7 @@ class TickScheduler(Generic[StreamT]):
         max_batch: int,
         tick_interval: float,
         step_budget: float = math.inf,
+        partial_busy: float = 1.0,
         metrics: StreamerMetrics | None = None,
         load: WorkerLoad | None = None,
         max_retries: int = 3,
@@ -100,6 +138,8 @@ class TickScheduler(Generic[StreamT]):
         self._tick_interval = tick_interval
         self._step_budget = step_budget  # seconds a batch should take at most (by the row cost)
         self._row_seconds: float | None = None  # running worker seconds per row of a batch
+        self._partials = PartialBudget(partial_busy, time.monotonic())
+        self._partials_held = False  # the last batch left due partials out for the budget
         self._due_since: dict[str, float] = {}  # when each ready stream's tick became due
         self._metrics = metrics if metrics is not None else StreamerMetrics()  # the server passes its own
         self._load = load if load is not None else WorkerLoad(window=10.0)
@@ -136,7 +176,7 @@ class TickScheduler(Generic[StreamT]):
                 self._due_since.pop(session.id, None)  # e.g. committed at an endpoint without a decode
                 continue
             since = self._due_since.setdefault(session.id, now)
-            due.append(_Due(session, kind, since + (0.0 if kind.commits else self._tick_interval)))
+            due.append(_Due(session, kind, since + (0.0 if kind.urgent else self._tick_interval)))
         # Earliest deadline first; between equals, whoever was decoded longest ago.
         due.sort(key=lambda d: (d.deadline, self._last_tick.get(d.session.id, 0.0)))
         return due
@@ -144,6 +184,9 @@ class TickScheduler(Generic[StreamT]):
     def _take_batch(self) -> list[tuple[_Due[StreamT], TickRequest]]:
         now = time.monotonic()
         due = self._due(now)
+        self._partials_held = not self._partials.allows(now, self._row_seconds or 0.0) and any(not d.kind.commits for d in due)
+        if self._partials_held:
+            due = [d for d in due if d.kind.commits]
         size = self.batch_size
         self._waiting = max(0, len(due) - size)
         self._metrics.worker_queue_depth.set(self._waiting)
@@ -158,7 +201,9 @@ class TickScheduler(Generic[StreamT]):
         while True:
             batch = self._take_batch()
             if not batch:
-                await self._wake.wait()
+                # Held partials are due again when the budget has refilled, if nothing comes first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._partials.wait() if self._partials_held else None)
                 self._wake.clear()
                 continue
             await self._run_batch(batch)
@@ -202,8 +247,10 @@ class TickScheduler(Generic[StreamT]):
         """The batch's cost into the row cost, the load and the metrics; how late each row came, into the load."""
         self._load.record(finished, result.seconds, self._waiting)
         for due, _ in batch:
-            self._load.record_lag(finished, finished - due.deadline)
+            if due.kind.commits:  # partials are late by design under the budget: stable text is what lags
+                self._load.record_lag(finished, finished - due.deadline)
         row = result.seconds / len(batch)
+        self._partials.spend(finished, result.seconds, row)
         self._row_seconds = row if self._row_seconds is None else self._row_seconds + ROW_COST_SMOOTHING * (row - self._row_seconds)
         self._metrics.observe_batch(result)
         if result.seconds > BEHIND_FACTOR * self._tick_interval and finished - self._last_behind_log > BEHIND_LOG_INTERVAL:

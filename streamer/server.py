@@ -243,6 +243,7 @@ class StreamerServer:
             max_batch=self._config.model.max_batch,
             tick_interval=self._config.stream.tick_interval,
             step_budget=self._config.model.step_budget,
+            partial_busy=self._config.model.partial_busy,
             metrics=self.metrics,
             load=self._load,
         )

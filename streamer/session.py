@@ -77,6 +77,7 @@ class Session(ResultRules):
         self._init_result_state()
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
+        self._onset_heard = False  # a decode heard the latest speech start: the next is no FIRST
         self._serial = 0
         # The last decode's tokens, with the window start and prompt they came from: the next
         # decode of the same start says much the same, so the worker checks them as a draft.
@@ -176,6 +177,7 @@ class Session(ResultRules):
             raise ProtocolError(CloseCode.SESSION_TOO_LONG, f"session longer than the maximum of {stream.max_session_seconds:.0f} s")
         for boundary in self._endpointer.feed(samples):
             if boundary.event == "speech_start":
+                self._onset_heard = False
                 preroll_start = max(0.0, boundary.time - self._config.vad.preroll)
                 self._lang.decider.begin_utterance(preroll_start, self._endpointer.vad.voiced_seconds)
                 self._tail_retried = False  # a new utterance may need its own second decode
@@ -223,7 +225,8 @@ class Session(ResultRules):
         # Silence after the last decode would not change its text: wait for speech or the endpoint.
         new_voice = voice_end > self._last_request_end
         new_audio = end - self._last_request_end
-        return TickKind.PARTIAL if new_voice and new_audio >= self._config.stream.tick_interval * SAMPLE_RATE else None
+        ready = new_voice and new_audio >= self._config.stream.tick_interval * SAMPLE_RATE
+        return None if not ready else TickKind.PARTIAL if self._onset_heard else TickKind.FIRST
 
     @property
     def wants_tick(self) -> bool:
@@ -262,6 +265,7 @@ class Session(ResultRules):
         )
         self._endpointer.final_reason = None
         self._last_request_end = buffer.start + len(audio)
+        self._onset_heard = True
         self._in_flight = request
         return request
 

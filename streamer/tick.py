@@ -20,11 +20,17 @@ class TickKind(enum.Enum):
 
     FINAL = "final"  # commit everything: an endpoint, flush, stop or a full buffer
     PAUSE = "pause"  # hears just past the last voiced frame: the commit, if the pause is an endpoint
-    PARTIAL = "partial"  # new speech since the last decode: the next partial, and agreement
+    FIRST = "first"  # the first decode to hear speech begun since the last one: its first words
+    PARTIAL = "partial"  # more speech since the last decode: the next partial, and agreement
 
     @property
     def commits(self) -> bool:
         """Stable text waits on this decode (the latency users see)."""
+        return self is TickKind.FINAL or self is TickKind.PAUSE
+
+    @property
+    def urgent(self) -> bool:
+        """Due at once: a listener waits on it (stable text, or an utterance's first words)."""
         return self is not TickKind.PARTIAL
 
 

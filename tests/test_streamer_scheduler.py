@@ -16,7 +16,7 @@ from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
 from streamer.protocol import ServerMessage, Start
-from streamer.scheduler import TickScheduler
+from streamer.scheduler import PartialBudget, TickScheduler
 from streamer.session import ModelInfo, Session
 from streamer.tick import Hypothesis, TickKind, TickRequest
 from streamer.worker import BatchResult
@@ -175,3 +175,60 @@ def test_a_commit_goes_before_partials_that_were_due_earlier() -> None:
     asyncio.run(scenario())
     assert worker.batches[0] == ["c"]
     assert sorted(b[0] for b in worker.batches[1:4]) == ["p0", "p1", "p2"]
+
+
+def test_the_partial_budget_fills_at_its_share_no_deeper_than_a_row() -> None:
+    budget = PartialBudget(0.5, now=0.0)
+    assert budget.allows(0.0, depth=0.3)
+    budget.spend(0.0, 0.3, depth=0.3)
+    assert not budget.allows(0.1, depth=0.3) and budget.wait() == pytest.approx(0.5)
+    assert budget.allows(0.6, depth=0.3)
+    budget.spend(10.0, 0.3, depth=0.3)  # ten idle seconds bought one row, not a burst
+    assert budget.allows(10.0, depth=0.3)
+    budget.spend(10.0, 0.3, depth=0.3)
+    assert not budget.allows(10.0, depth=0.3)
+    assert PartialBudget(1.0, now=0.0).allows(0.0, depth=0.0)  # 1: no limit
+
+
+class ClockedWorker(CostWorker):
+    """A CostWorker that also notes when each batch was submitted."""
+
+    def __init__(self, per_row: float) -> None:
+        super().__init__(0.0, per_row)
+        self.submitted: list[float] = []
+
+    def submit(self, requests: Sequence[TickRequest]) -> Future[BatchResult]:
+        self.submitted.append(time.monotonic())
+        return super().submit(requests)
+
+
+def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> None:
+    """Worker batches reported at 0.3 s a row, answered at once: with `partial_busy` 0.5,
+    partials go about once per 0.6 s of wall time however many are due; a commit that comes due
+    while they are held goes at once."""
+    worker = ClockedWorker(per_row=0.3)
+    sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
+    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)
+    commit_due = 0.0
+
+    async def scenario() -> None:
+        nonlocal commit_due
+        task = asyncio.create_task(scheduler.run())
+        began = time.monotonic()
+        while time.monotonic() - began < 1.5:
+            for session in sessions.values():
+                if session.due_tick is None and session.id != "c":
+                    session.due_tick = TickKind.PARTIAL
+                    scheduler.wake(session)
+            if "c" not in sessions and time.monotonic() - began > 0.9:
+                sessions["c"] = ScriptedSession("c", TickKind.FINAL)
+                commit_due = time.monotonic()
+                scheduler.wake(sessions["c"])
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    partials = [t for batch, t in zip(worker.batches, worker.submitted) if batch[0] != "c"]
+    assert 2 <= len(partials) <= 4, worker.batches  # 1.5 s at 0.5 worker s per s, 0.3 s a row: ~3
+    commit = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "c")
+    assert commit - commit_due < 0.1

@@ -19,7 +19,7 @@ from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
 from streamer.protocol import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
 from streamer.session import ModelInfo, Session
-from streamer.tick import Hypothesis, TickRequest, Word
+from streamer.tick import Hypothesis, TickKind, TickRequest, Word
 from streamer.vad import SpeechEnd, SpeechStart, VoiceActivityDetector
 
 pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
@@ -472,6 +472,28 @@ def test_each_utterance_is_stable_soon_after_it_ends(mixed) -> None:
         last = max((w for w in script if w.end <= utterance.end_s), key=lambda w: w.end)
         when = next(t for s, t in stable_at.items() if abs(s - last.start) < 1e-6)
         assert when - utterance.end_s < 1.0, f"{utterance.id}: stable {when - utterance.end_s:.2f} s after its end"
+
+
+def test_the_first_decode_to_hear_new_speech_is_a_first_partial_and_the_rest_are_not(mixed) -> None:
+    """`TickKind.FIRST` (due at once: the first words a listener sees of new speech) is the
+    first decode after each speech start, unless a commit decode heard it first; the scheduler
+    thins out only the `PARTIAL`s that follow under load."""
+    clip, audio = mixed
+    script = scripted_words(clip, 3)
+    session = new_session()
+    onsets: list[list[TickKind]] = []  # the kinds of the decodes after each speech start, in order
+    session.open()
+    for offset in range(0, len(audio), FRAME):
+        if any(isinstance(m, VadEvent) and m.event == "speech_start" for m in session.on_audio(pcm(audio[offset : offset + FRAME]))):
+            onsets.append([])
+        while (kind := session.due_tick) is not None:
+            onsets[-1].append(kind)
+            request = session.make_tick_request()
+            session.apply_result(request, hear(script, request))
+    heard = [kinds for kinds in onsets if kinds]
+    assert sum(kinds[0] is TickKind.FIRST for kinds in heard) >= 3
+    assert all(kinds[0] in (TickKind.FIRST, TickKind.PAUSE, TickKind.FINAL) and TickKind.FIRST not in kinds[1:] for kinds in heard), heard
+    assert sum(kinds.count(TickKind.PARTIAL) for kinds in heard) > 10
 
 
 def test_a_stream_sets_its_own_endpoint_silence(mixed) -> None:
