@@ -10,16 +10,18 @@ is dropped.
 Batches are formed by deadline, not by arrival (continuous batching at the granularity of a
 decode): a stream's tick is due when it becomes ready (`wake(session)` notes the moment), and
 its deadline is that moment plus the slack of its kind: none for an urgent one (`TickKind.urgent`:
-a decode that stable text waits on, or an utterance's first), one tick interval for a partial. The batch takes the earliest deadlines,
-as many as fit the step budget (`model.step_budget`) by the measured cost of a row, so the batch
-size adapts to the device: on a CPU, where rows cost the same batched or not, a commit never
-waits behind a long batch; on a GPU, where rows are nearly free, batches grow to `max_batch`.
+a decode that stable text waits on, or the first to hear new speech), one tick interval for a
+partial. The batch takes the earliest deadlines, as many as fit the step budget
+(`model.step_budget`) by the measured cost of a row, so the batch size adapts to the device: on
+a CPU, where rows cost the same batched or not, a commit never waits behind a long batch; on a
+GPU, where rows are nearly free, batches grow to `max_batch`.
 
-Decodes that commit nothing (an utterance's first included) start only while the worker has been
-busy less than `model.partial_busy` of the time (a token bucket, `PartialBudget`): a decode cannot
-be preempted, so a commit that comes due while a partial runs waits for it, and with several
-streams one nearly always would. The rest of the time is headroom in which commits find the
-worker free; partials thin out as streams grow (first ones ahead of the rest), commits do not.
+Decodes that commit nothing (the first to hear new speech included) start only while the worker
+has been busy less than `model.partial_busy` of the time (a token bucket, `PartialBudget`): a
+decode cannot be preempted, so a commit that comes due while a partial runs waits for it, and
+with several streams one nearly always would. The rest of the time is headroom in which commits
+find the worker free; partials thin out as streams grow (first ones ahead of the rest), commits
+do not.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,

@@ -30,7 +30,7 @@ class TickKind(enum.Enum):
 
     @property
     def urgent(self) -> bool:
-        """Due at once: a listener waits on it (stable text, or an utterance's first words)."""
+        """Due at once: a listener waits on it (stable text, or the first words of new speech)."""
         return self is not TickKind.PARTIAL
 
 
