@@ -1,6 +1,6 @@
 """Drop-in interfaces benchmark: the real SDKs against the real daemon, beside protocol v1.
 
-    python -m benchmarks.compat [--model tiny.en] [--clips N] [--max-seconds S] [--speed 1] [--json FILE]
+    python -m benchmarks.compat [--model tiny.en] [--clips N] [--max-seconds S] [--speed 1] [--short-clips N] [--json FILE]
 
 One daemon; for each shared `long` clip (or its first `--max-seconds`, for a smoke run), at
 real-time pace (`--speed`):
