@@ -48,7 +48,7 @@ BARS = {
     "wer_margin_points": 0.5, "latency_margin_s": 0.2, "rest_wer_margin_points": 0.2, "rest_wall_ratio": 1.2,
     "upload_latency_rise_s": 0.3, "wyoming_describe_s": 1.0, "wyoming_wer_margin_points": 0.5,
 }
-CHUNK_SECONDS = 0.1
+CHUNK_SECONDS = 0.04  # the frames protocol v1 gets from clients.replay (--frame-ms 40): every interface at the same granularity
 REALTIME_DRAIN_S = 5.0
 DESCRIBE_TRIES = 5
 
@@ -109,7 +109,7 @@ def truncated(clip: Clip, seconds: float, directory: Path) -> Clip:
 
 
 def paced(pcm: bytes, rate: int, speed: float, send: Callable[[bytes], None], on_sent: Callable[[float, float], None]) -> None:
-    """Sends `pcm` (16-bit) in 0.1 s chunks at `speed` × real time; `on_sent(t, audio seconds)` after each."""
+    """Sends `pcm` (16-bit) in CHUNK_SECONDS chunks at `speed` × real time; `on_sent(t, audio seconds)` after each."""
     step = int(rate * CHUNK_SECONDS) * 2
     began = time.monotonic()
     for offset in range(0, len(pcm), step):
@@ -252,7 +252,7 @@ async def _describe_seconds(port: int) -> float:
 
 
 async def _wyoming_transcript(port: int, clip: Clip, speed: float) -> str:
-    """One connection, one utterance: transcribe, audio-start, 0.1 s chunks at `speed`, audio-stop."""
+    """One connection, one utterance: transcribe, audio-start, CHUNK_SECONDS chunks at `speed`, audio-stop."""
     from wyoming.asr import Transcribe, Transcript
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.client import AsyncTcpClient
