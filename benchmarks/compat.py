@@ -39,10 +39,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.daemon import Daemon, free_port
 from benchmarks.data import Clip, clips_of, long_clip_reference
 from benchmarks.streaming import Event, percentile, replay, score_clip
 from benchmarks.wer import word_error_rate
+from clients.audio_file import AudioClip
+from clients.pacing import PacingOptions, paced_frames
 
 BARS = {
     "wer_margin_points": 0.5, "latency_margin_s": 0.2, "rest_wer_margin_points": 0.2, "rest_wall_ratio": 1.2,
@@ -257,15 +261,12 @@ async def _wyoming_transcript(port: int, clip: Clip, speed: float) -> str:
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.client import AsyncTcpClient
 
-    pcm = encode(clip.path, "-ar", "16000", "-f", "s16le")
-    step = int(16000 * CHUNK_SECONDS) * 2
+    samples = np.frombuffer(encode(clip.path, "-ar", "16000", "-f", "s16le"), "<i2").reshape(-1, 1)
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await client.write_event(Transcribe(language=clip.language).event())
         await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-        began = time.monotonic()
-        for offset in range(0, len(pcm), step):
-            await asyncio.sleep(max(0.0, began + offset / 2 / 16000 / speed - time.monotonic()))
-            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[offset : offset + step]).event())
+        async for chunk in paced_frames(AudioClip(samples, 16000), PacingOptions(round(CHUNK_SECONDS * 1000), speed)):
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=chunk).event())
         await client.write_event(AudioStop().event())
         while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
             if Transcript.is_type(event.type):
