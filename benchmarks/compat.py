@@ -211,12 +211,16 @@ def score(interface: str, clip: Clip, events: list[Event], speed: float) -> Stre
     return StreamScore(interface, clip.id, report.streaming_wer, latency, report.stable_latency, report.stable_text, long_clip_reference(clip))
 
 
-def pooled(interface: str, scores: list[StreamScore]) -> StreamScore:
-    """One interface's scores over all the clips: corpus WER, the median of every latency."""
-    mine = [s for s in scores if s.interface == interface]
-    latencies = tuple(x for s in mine for x in s.latencies)
-    wer = word_error_rate([s.reference for s in mine], [s.text for s in mine])
-    return StreamScore(interface, "all long clips", wer, percentile(list(latencies), 50), latencies, "", "")
+def pooled(scores: list[StreamScore]) -> list[StreamScore]:
+    """Each interface's scores over all the clips (in order of appearance): corpus WER, the
+    median of every utterance's latency."""
+    totals = []
+    for interface in dict.fromkeys(s.interface for s in scores):
+        mine = [s for s in scores if s.interface == interface]
+        latencies = tuple(x for s in mine for x in s.latencies)
+        wer = word_error_rate([s.reference for s in mine], [s.text for s in mine])
+        totals.append(StreamScore(interface, "all long clips", wer, percentile(list(latencies), 50), latencies, "", ""))
+    return totals
 
 
 def run_rest(address: str, clip: Clip, model: str, workdir: Path) -> list[RestScore]:
@@ -301,11 +305,11 @@ def run_wyoming(port: int, clips: list[Clip], model: str, speed: float, workdir:
     return WyomingScore(len(clips), describe, word_error_rate(references, texts), word_error_rate(references, offline))
 
 
-def judge(streams: list[StreamScore], rest: list[RestScore], interference: list[Interference], wyoming: WyomingScore | None) -> list[Bar]:
-    """Every bar of the issue, on the figures of this run."""
+def judge(totals: list[StreamScore], rest: list[RestScore], interference: list[Interference], wyoming: WyomingScore | None) -> list[Bar]:
+    """Every bar of the issue, on the figures of this run (`totals`: the streams' `pooled` scores)."""
     bars = []
-    base = pooled("v1", streams)
-    for s in (pooled(name, streams) for name in dict.fromkeys(s.interface for s in streams) if name != "v1"):
+    base = next(s for s in totals if s.interface == "v1")
+    for s in (s for s in totals if s is not base):
         wer_rise, latency_rise = 100 * (s.wer - base.wer), s.latency_median_s - base.latency_median_s
         bars.append(Bar(f"{s.interface} {s.clip}: WER {100 * s.wer:.2f} % ({wer_rise:+.2f} pts vs v1, bar {BARS['wer_margin_points']})", wer_rise <= BARS["wer_margin_points"]))
         bars.append(Bar(f"{s.interface} {s.clip}: latency median {s.latency_median_s:.2f} s ({latency_rise:+.2f} s vs v1, bar {BARS['latency_margin_s']})", latency_rise <= BARS["latency_margin_s"]))
@@ -356,10 +360,11 @@ def main(argv: list[str] | None = None) -> int:
             interference.append(run_interference(daemon, clips[0], upload, args.speed, workdir))
         finally:
             daemon.stop()
-    bars = judge(streams, rest, interference, wyoming)
+    totals = pooled(streams)
+    bars = judge(totals, rest, interference, wyoming)
     report = {"bars": BARS, "streams": [asdict(s) for s in streams], "rest": [asdict(r) for r in rest], "interference": [asdict(i) for i in interference],
               "wyoming": asdict(wyoming) if wyoming else None, "judged": [asdict(b) for b in bars]}  # fmt: skip
-    print_report(streams, rest, interference)
+    print_report(streams + totals, rest, interference)
     print()
     for bar in bars:
         print(f"[{'PASS' if bar.passed else 'FAIL'}] {bar.what}")
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(streams: list[StreamScore], rest: list[RestScore], interference: list[Interference]) -> None:
     by_clip: dict[str, dict[str, StreamScore]] = {}
-    for s in streams + [pooled(name, streams) for name in dict.fromkeys(s.interface for s in streams)]:
+    for s in streams:
         by_clip.setdefault(s.clip, {})[s.interface] = s
     print(f"{'clip':28} {'interface':16} {'WER %':>6} {'Δ pts':>6} {'lat med s':>9} {'Δ s':>6}")
     for clip, scores in by_clip.items():
