@@ -110,12 +110,37 @@ class LanguageDecider:
     @property
     def detect_from(self) -> float | None:
         """Where the audio a language-ID should hear begins (stream seconds; None before any
-        speech): the first speech before the decision (all of it is held), else the latest
-        utterance's start (an utterance's own language-ID)."""
-        current = self._current
-        if self.decision is None or current is None:
+        speech): the first speech before the decision (all of it is held), else the start of the
+        utterance to be checked next (`_to_check`)."""
+        target = self._to_check
+        if self.decision is None or target is None:
             return self._first_onset
-        return current.onset
+        return target.onset
+
+    @property
+    def detect_until(self) -> float | None:
+        """Where that audio ends: where the utterance after the one to be checked began (None:
+        it is the latest). A worker late by seconds answers with the next utterance begun, even
+        the one after it: the ID of the one its decode commits must not hear them."""
+        target = self._to_check
+        if self.decision is None or target is None or target is self._current:
+            return None
+        return self._utterances[self._utterances.index(target) + 1].onset
+
+    @property
+    def _to_check(self) -> _Utterance | None:
+        """The earliest utterance since the last checked one that is not a short one that ended
+        (it waits for the next one's evidence, `_switch_since`); else the latest. Not always the
+        latest: when a late worker's final decode commits an utterance, the next one has begun,
+        and an ID of that one (0.2 s of French) left the German before it unheard, and the switch
+        to French took it."""
+        unchecked: list[_Utterance] = []
+        for utterance in reversed(self._utterances):
+            if utterance.checked:
+                break
+            unchecked.insert(0, utterance)
+        short = self._config.switch_speech
+        return next((u for u in unchecked if u not in self._waiting and not (u.closed and u.voiced < short)), self._current)
 
     @property
     def _current(self) -> _Utterance | None:

@@ -261,6 +261,7 @@ class Session(ResultRules):
             detect_language=self._lang.holding,  # until the language is known, every decode tells it
             languages=self._lang.decider.candidates,
             detect_from=self._lang.decider.detect_from,
+            detect_until=self._lang.decider.detect_until,
             voiced_total=self._endpointer.vad.voiced_seconds,
         )
         self._endpointer.final_reason = None

@@ -64,10 +64,12 @@ class TickRequest:
     # as known text, so it hears them in context without deciding them again.
     context: tuple[Word, ...] = ()
     # The hypothesis should carry the language-ID (`Hypothesis.language_probs`) of the audio from
-    # `detect_from` (stream time; None: the whole window), among `languages` (empty: any).
+    # `detect_from` to `detect_until` (stream times; None: the window's start, end), among
+    # `languages` (empty: any).
     detect_language: bool = False
     languages: tuple[str, ...] = ()
     detect_from: float | None = None
+    detect_until: float | None = None
     voiced_total: float = 0.0  # the VAD's voiced seconds of the stream up to the window's end
 
     @property

@@ -208,7 +208,7 @@ def _add_language_ids(model: Whisper, requests: list[TickRequest], hypotheses: l
         hypothesis = hypotheses[i]
         if not request.detect_language or hypothesis is None:
             continue
-        whole = request.detect_from is None or request.detect_from <= request.window_start + 0.01
+        whole = (request.detect_from is None or request.detect_from <= request.window_start + 0.01) and request.detect_until is None
         if request.language is None and whole and hypothesis.language_probs is not None:
             continue
         separate.append(i)
@@ -225,7 +225,8 @@ def _add_language_ids(model: Whisper, requests: list[TickRequest], hypotheses: l
 
 def _detection_audio(request: TickRequest) -> np.ndarray:
     begin = 0 if request.detect_from is None else max(0, round((request.detect_from - request.window_start) * SAMPLE_RATE))
-    return request.audio[begin:]
+    end = len(request.audio) if request.detect_until is None else round((request.detect_until - request.window_start) * SAMPLE_RATE)
+    return request.audio[begin : max(end, begin + SAMPLE_RATE // 2)]  # at least 0.5 s: a language-ID needs some audio
 
 
 def context_tokens(request: TickRequest, tokenizer: Tokenizer) -> list[int]:

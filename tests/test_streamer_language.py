@@ -178,6 +178,24 @@ def test_a_late_final_decode_of_an_earlier_utterance_commits_only_once_the_langu
     assert not lang.holds(final=True, earlier=True)  # the one before it commits now
 
 
+def test_a_late_worker_ids_the_utterance_its_final_decode_commits_on_its_own_audio() -> None:
+    # Spanish, a click, German, then French begun before the German's final decode is asked for.
+    decider = LanguageDecider(CONFIG)
+    decider.begin_utterance(0.0, 0.0)
+    ramp(decider, 0.0, 0.0, [(4.0, {"es": 0.99})])
+    decider.begin_utterance(10.5, 4.0)  # the click
+    decider.begin_utterance(11.0, 4.15)  # the German
+    assert (decider.detect_from, decider.detect_until) == (11.0, None)
+    decider.begin_utterance(17.6, 8.15)  # the French
+    # The click (short, ended) waits for the German's evidence; the German's text is held: its own ID, up to the French.
+    assert (decider.detect_from, decider.detect_until) == (11.0, 17.6) and decider.holding
+    switch = decider.observe(11.0, {"de": 0.99, "es": 0.01}, 8.5, 18.3, final=True)
+    assert switch is not None and (switch.language, switch.since) == ("de", 10.5)
+    assert (decider.detect_from, decider.detect_until) == (17.6, None)  # then the French's
+    switch = decider.observe(17.6, {"fr": 0.99, "de": 0.01}, 11.5, 21.0)
+    assert switch is not None and (switch.language, switch.since) == ("fr", 17.6)  # the German stays German
+
+
 def test_an_utterance_won_by_the_current_language_breaks_the_run() -> None:
     decider = LanguageDecider(LanguageConfig(switch_speech=2.0, recheck_utterances=3, min_speech=1.0, confidence=0.5))
     decider.begin_utterance(0.0, 0.0)

@@ -728,3 +728,29 @@ def test_a_cut_in_the_pause_never_falls_before_a_committed_word_ends() -> None:
     plain = StreamBuffer(Config())
     plain.audio.append(np.zeros(6 * SAMPLE_RATE, np.float32))
     assert plain.cut_in_pause(3.06, 3.57) == pytest.approx(3.315)  # the pause's middle
+
+
+def test_a_final_commit_stops_before_a_word_that_runs_into_the_next_utterance(mixed) -> None:
+    """A late worker's final decode of an utterance hears the next one begin; the alignment may
+    put that one's first word back into the pause, before the endpoint's `until` ("¿Déjame" from
+    10.94 s, for German from 11.04 s): it is the next utterance's, not committed with this one."""
+    from streamer.stream.endpointer import Endpointer
+
+    clip, audio = mixed
+    endpointer = Endpointer(Config())
+    endpointer.feed(audio[: int((clip.segments[0].end_s - 0.5) * SAMPLE_RATE)])
+    endpointer.final_reason = endpointer.endpoint_time = None  # its endpoints so far: decoded, committed
+    boundaries = endpointer.feed(audio[int((clip.segments[0].end_s - 0.5) * SAMPLE_RATE) : int(clip.segments[1].start_s * SAMPLE_RATE)])
+    speech_end = [b.time for b in boundaries if b.event == "speech_end"][-1]
+    until = endpointer.endpoint_until()
+    assert until is not None and until > speech_end
+    last = Word(" end.", speech_end - 0.5, speech_end - 0.1, 0.9, ends_segment=True)
+    assert endpointer.utterance_bound([last], until) == until  # no speech since: nothing to stop before
+    boundaries = endpointer.feed(audio[int(clip.segments[1].start_s * SAMPLE_RATE) : int((clip.segments[1].start_s + 1.5) * SAMPLE_RATE)])
+    onset = next(b.time for b in boundaries if b.event == "speech_start")
+    straddling = Word(" Next", until - 0.05, onset + 0.3, 0.6)
+    assert endpointer.utterance_bound([last, straddling, Word(" words", onset + 0.3, onset + 0.6, 0.9)], until) == straddling.start
+    inside = Word(" too", until - 0.05, onset - 0.05, 0.6)  # ends before the next speech: this utterance's
+    assert endpointer.utterance_bound([last, inside], until) == until
+    stretched = Word(" you.", speech_end - 0.3, onset + 0.3, 0.9)  # begun before the pause: this utterance's
+    assert endpointer.utterance_bound([stretched], until) == until

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import Config
+from ..tick import Word
 from ..vad import SpeechStart, VoiceActivityDetector
 
 
@@ -94,6 +96,17 @@ class Endpointer:
         time a late decode is answered, the speaker may have ended another utterance."""
         speech_end = until - self._margin
         return speech_end, self.onset_after(speech_end)
+
+    def utterance_bound(self, words: Sequence[Word], until: float) -> float:
+        """Where a final decode that commits the words before `until` stops: before the first
+        word that starts in the pause and ends after the speech that followed it began (the next
+        utterance's first word aligned back into the pause: "¿Déjame" from 10.94 s for the German
+        from 11.04 s, in the Spanish before it). A word begun before the pause is this
+        utterance's, even when its alignment stretches over the pause ("…do for you." into "Ask")."""
+        speech_end, onset = self.pause_after(until)
+        if onset < speech_end:
+            return until  # no speech since
+        return next((w.start for w in words if speech_end <= w.start < until and w.end > onset), until)
 
     def next_utterance_began(self, until: float | None) -> bool:
         """Whether the speaker began again after the endpoint that commits the words before `until`."""

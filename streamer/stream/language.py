@@ -74,8 +74,8 @@ class StreamLanguage:
         # the stream's language may hear nothing of an utterance in another, whose ID still counts.
         if request.detect_language and hypothesis.language_probs is not None and (words or self.language is not None):
             onset = request.detect_from if request.detect_from is not None else request.window_start
-            # A late final decode ends the utterance it heard alone, not the one begun since.
-            final = request.final and (not earlier or decider.detect_from is None or abs(onset - decider.detect_from) > 1e-6)
+            # A final decode ends the utterances it commits, not one begun since (a late worker's).
+            final = request.final and (request.commit_until is None or onset < request.commit_until)
             decider.observe(onset, hypothesis.language_probs, request.voiced_total, now, final=final)
         elif request.detect_language and words and request.language is None:
             decider.report(hypothesis.language, hypothesis.language_probability, now)

@@ -74,14 +74,15 @@ class ResultRules:
         if request.context and not words and retry.spoke_after_pause(onset, endpointer.vad.last_voiced_end, context_end, request.window_end, stream.unheard_tail):
             self._buffer.cut_in_pause(context_end, onset)
             return self._decode_again(request)
-        messages, again = self._observe_language(request, hypothesis, words)
+        # The speaker stopped while this decode ran, and it heard the whole utterance: no need to
+        # decode the same audio again before committing.
+        at_endpoint = endpointer.at_endpoint and self._heard_past_endpoint(request.window_end, words)
+        final, until = (True, endpointer.endpoint_until()) if at_endpoint else (request.final, request.commit_until)
+        messages, again = self._observe_language(request, hypothesis, words, final=final, until=until)
         if again:
             return messages + self._decode_again(request)
-        final, until = request.final, request.commit_until
-        if endpointer.at_endpoint and self._heard_past_endpoint(request.window_end, words):
-            # The speaker stopped while this decode ran, and it heard the whole utterance: no need
-            # to decode the same audio again before committing.
-            final, until, endpointer.final_reason = True, endpointer.endpoint_until(), None
+        if at_endpoint:
+            endpointer.final_reason = None
         self._hypothesis = Heard(words, request.window_end, verdict.heard_until, request.speech_epoch, hypothesis.language)
         return messages + self._decide(self._hypothesis, final=final, until=until, truncated=request.truncated)
 
@@ -119,6 +120,8 @@ class ResultRules:
         words = self._final_words(heard.words) if final else heard.words
         if words is None:
             return []
+        if final and until is not None:
+            until = self._endpointer.utterance_bound(words, until)
         count = commit_count(self._policy, words, final=final, until=until, truncated=truncated, window_end=heard.window_end)
         committed, remaining = words[:count], words[count:]
         messages: list[ServerMessage] = list(self._commit(committed, heard.language)) if committed else []
@@ -217,9 +220,10 @@ class ResultRules:
         self._endpointer.want_final(stopping=self.stopping)
         self._buffer.trim_committed(everything=True, overlap=min(stream.retry_overlap, stream.overlap / 2))
 
-    def _observe_language(self, request: TickRequest, hypothesis: Hypothesis, words: list[Word]) -> tuple[list[ServerMessage], bool]:
+    def _observe_language(self, request: TickRequest, hypothesis: Hypothesis, words: list[Word], *, final: bool, until: float | None) -> tuple[list[ServerMessage], bool]:
         """Tells the stream's language what a decode heard. Returns the `language` message of a
-        new decision or switch, and whether the decode, in another language, is done again."""
+        new decision or switch, and whether the decode, in another language, is done again:
+        whether it would commit (`final`, `until`: as its words are to be decided) words in it."""
         earlier = self._endpointer.ends_earlier_utterance(request.commit_until)
         decision = self._lang.observe(request, hypothesis, words, earlier=earlier, stopping=self.stopping)
         switched = decision is not None and self._lang.language is not None
@@ -227,7 +231,7 @@ class ResultRules:
         if decision is not None:
             messages.append(self._lang.adopt(decision))
         # A switch cut the buffer at the new language's utterance: it is decoded again, alone and in it.
-        again = switched or self._lang.in_other_language(hypothesis, words, final=request.final, earlier=earlier)
+        again = switched or self._lang.in_other_language(hypothesis, words, final=final, earlier=self._endpointer.ends_earlier_utterance(until))
         if again:
             self._partial_words = []  # in the other language: not what the next decode must go on from
         return messages, again
