@@ -28,9 +28,9 @@ from benchmarks.data import clips_of
 from model.audio import SAMPLE_RATE, load_audio
 from model.profile import STAGES
 from streamer.config import Config, ModelConfig
+from streamer.engine.worker import BatchResult, ModelWorker
 from streamer.protocol import Start
-from streamer.session import ModelInfo, Session
-from streamer.worker import BatchResult, ModelWorker
+from streamer.stream.session import ModelInfo, Session
 
 FRAME = SAMPLE_RATE // 10
 STAGGER = 1.7

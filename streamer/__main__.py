@@ -15,11 +15,11 @@ import sys
 
 from model.runtime import return_freed_memory_to_os
 
-from .auth import AuthConfigError, InsecureListenError, check_listen_address
 from .config import ConfigError, load_config
-from .server import StreamerServer
-from .store import StoreError
-from .worker import ModelWorker
+from .engine.worker import ModelWorker
+from .server.auth import AuthConfigError, InsecureListenError, check_listen_address
+from .server.daemon import StreamerServer
+from .state.store import StoreError
 
 log = logging.getLogger("streamer")
 

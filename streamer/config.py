@@ -160,7 +160,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class LanguageConfig:
-    """How `auto` decides a stream's language (see `streamer.language`)."""
+    """How `auto` decides a stream's language (see `streamer.stream.language_decider`)."""
 
     languages: str = ""  # comma-separated codes detection chooses among ("es,en"); empty: any; one: no detection
     min_speech: float = 2.5  # voiced seconds heard before the language may be decided...

@@ -16,7 +16,7 @@ from websockets.http11 import Response
 from model.profile import STAGES
 
 if TYPE_CHECKING:
-    from .worker import BatchResult
+    from .engine.worker import BatchResult
 
 # Tick latency: what a tick took from request to result, batching and queueing included.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)

@@ -1,4 +1,4 @@
-"""Keys, bearer parsing, tokens, origins, per-key limits and the loopback rule (streamer/auth.py)."""
+"""Keys, bearer parsing, tokens, origins, per-key limits and the loopback rule (streamer/server/auth.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from streamer.auth import (
+from streamer.server.auth import (
     API_KEYS_ENV,
     ApiKey,
     AuthConfigError,

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from benchmarks.data import Clip
 from benchmarks.wer import word_error_rate
 from model.audio import SAMPLE_RATE, load_audio
-from streamer.auth import API_KEYS_ENV, key_digest
+from streamer.server.auth import API_KEYS_ENV, key_digest
 
 from .conftest import Daemon, clip_by_id
 

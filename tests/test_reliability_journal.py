@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from streamer.journal import InvalidSessionId, Journal, transcript_response
 from streamer.protocol import Stable, WordTiming
+from streamer.server.http import transcript_response
+from streamer.state.journal import InvalidSessionId, Journal
 
 SID = "0123456789abcdef0123456789abcdef"
 

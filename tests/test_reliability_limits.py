@@ -1,13 +1,14 @@
-"""Audio rate limit, worker load and admission control (streamer/limits.py); metrics exposition."""
+"""Audio rate limit, worker load and admission control (streamer/server/limits.py); metrics exposition."""
 
 from __future__ import annotations
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.limits import AdmissionControl, AudioRateLimiter, WorkerLoad
+from streamer.engine.load import WorkerLoad
 from streamer.metrics import StreamerMetrics
 from streamer.protocol import ProtocolError
+from streamer.server.limits import AdmissionControl, AudioRateLimiter
 
 
 def test_real_time_audio_never_trips_the_limit() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamer.protocol import ProtocolError, Stable
-from streamer.resume import DetachedSessions, StableHistory, parse_resume
+from streamer.server.resume import DetachedSessions, StableHistory, parse_resume
 
 SID = "0123456789abcdef0123456789abcdef"
 

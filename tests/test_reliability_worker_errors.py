@@ -18,9 +18,9 @@ from benchmarks.data import Clip
 from benchmarks.wer import word_error_rate
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import config_from_mapping
-from streamer.server import StreamerServer
-from streamer.tick import TickRequest
-from streamer.worker import BatchResult, ModelWorker
+from streamer.engine.worker import BatchResult, ModelWorker
+from streamer.server.daemon import StreamerServer
+from streamer.stream.tick import TickRequest
 
 from .conftest import clip_by_id
 
@@ -69,7 +69,7 @@ def test_failed_batches_are_retried_without_losing_text(tmp_path, shared_data: l
         assert messages[-1]["type"] == "end", messages[-3:]
         return "".join(m["text"] for m in messages if m["type"] == "stable"), code, errors
 
-    with caplog.at_level(logging.ERROR, logger="streamer.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="streamer.engine.scheduler"):
         text, code, errors = asyncio.run(scenario())
     assert code == 1000
     assert errors == 2

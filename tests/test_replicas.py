@@ -39,10 +39,10 @@ from clients.protocol import (
     StartOptions,
     UnacknowledgedAudio,
 )
-from streamer.handover import CONTEXT_REPLAY_S, plan_handover
 from streamer.protocol import ProtocolError, Start, WordTiming
 from streamer.protocol import Stable as ServerStable
-from streamer.store import StoredSession, committed_text, start_from_dict, start_to_dict
+from streamer.state.handover import CONTEXT_REPLAY_S, plan_handover
+from streamer.state.store import StoredSession, committed_text, start_from_dict, start_to_dict
 
 from .conftest import clip_by_id
 
@@ -127,7 +127,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_redis_store_moves_ownership_atomically(redis_url: str) -> None:
-    from streamer.redis_store import RedisStore
+    from streamer.state.redis_store import RedisStore
 
     async def scenario() -> None:
         first, second = RedisStore(redis_url, 60, "replica-a"), RedisStore(redis_url, 60, "replica-b")
@@ -311,7 +311,7 @@ def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: flo
     from model.audio import SAMPLE_RATE, load_audio
     from streamer.config import Config
     from streamer.protocol import Partial
-    from streamer.session import Session
+    from streamer.stream.session import Session
     from tests.test_streamer_session import ENGLISH, drive, hear, scripted_words
 
     if not data_available():

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.buffer import AudioBuffer
-from streamer.commit import LocalAgreement, find_repetition_loop, skip_committed
-from streamer.tick import Word
+from streamer.stream.buffer import AudioBuffer
+from streamer.stream.commit import LocalAgreement, find_repetition_loop, skip_committed
+from streamer.stream.tick import Word
 
 
 def words(text: str, start: float = 0.0) -> list[Word]:

@@ -9,9 +9,9 @@ import pytest
 from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, ConfigError, LanguageConfig
-from streamer.language import LanguageDecider
 from streamer.protocol import LanguageDetected, Partial, Stable, Start
-from streamer.session import ModelInfo, Session
+from streamer.stream.language_decider import LanguageDecider
+from streamer.stream.session import ModelInfo, Session
 
 from .test_streamer_session import drive, hear, scripted_words
 

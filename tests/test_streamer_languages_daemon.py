@@ -66,8 +66,8 @@ def test_translate_gives_english_stable_text(base_daemon: Daemon, shared_data: l
 
 def test_worker_detects_among_candidates_and_on_an_utterance_after_context(base_model, shared_data: list[Clip]) -> None:
     from streamer.config import ModelConfig, StreamConfig
-    from streamer.tick import TickRequest
-    from streamer.worker import ModelWorker
+    from streamer.engine.worker import ModelWorker
+    from streamer.stream.tick import TickRequest
 
     spanish = load_audio(clip_by_id(shared_data, "picovoice_es").path)
     german = load_audio(clip_by_id(shared_data, "picovoice_de").path)

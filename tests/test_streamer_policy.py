@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from streamer.commit import AlignAtt, LocalAgreement
 from streamer.config import Config, ConfigError, StreamConfig, load_config
 from streamer.protocol import CloseCode, ProtocolError, Stable, Start, parse_start
-from streamer.session import ModelInfo, Session
+from streamer.stream.commit import AlignAtt, LocalAgreement
 from streamer.stream.policy import commit_count, make_policy
-from streamer.tick import Word
+from streamer.stream.session import ModelInfo, Session
+from streamer.stream.tick import Word
 
 ENGLISH = ModelInfo("tiny.en", multilingual=False)
 

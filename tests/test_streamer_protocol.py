@@ -9,7 +9,6 @@ import msgpack
 import numpy as np
 import pytest
 
-from streamer.ingest import AudioDecoder
 from streamer.protocol import (
     Audio,
     CloseCode,
@@ -24,6 +23,7 @@ from streamer.protocol import (
     Stop,
     WordTiming,
 )
+from streamer.stream.ingest import AudioDecoder
 
 
 def packed(body: object) -> bytes:

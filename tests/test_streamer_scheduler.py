@@ -15,11 +15,11 @@ import pytest
 from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
+from streamer.engine.scheduler import PartialBudget, TickScheduler
+from streamer.engine.worker import BatchResult
 from streamer.protocol import ServerMessage, Start
-from streamer.scheduler import PartialBudget, TickScheduler
-from streamer.session import ModelInfo, Session
-from streamer.tick import Hypothesis, TickKind, TickRequest
-from streamer.worker import BatchResult
+from streamer.stream.session import ModelInfo, Session
+from streamer.stream.tick import Hypothesis, TickKind, TickRequest
 
 pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
 

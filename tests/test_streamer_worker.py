@@ -1,4 +1,4 @@
-"""streamer/worker.py: the committed words a decode begins with, as tokens, and decoding with them."""
+"""streamer/engine/worker.py: the committed words a decode begins with, as tokens, and decoding with them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from model.audio import SAMPLE_RATE, load_audio
 from model.decoding import model_tokenizer
 from model.transcribe import WindowOptions, decode_windows
-from streamer.tick import TickRequest, Word
-from streamer.worker import context_tokens, to_hypothesis
+from streamer.engine.worker import context_tokens, to_hypothesis
+from streamer.stream.tick import TickRequest, Word
 from tests.conftest import clip_by_id
 
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from ..auth import AuthDecision, json_response
 from ..config import Config
-from ..http import text_response
+from ..server.auth import AuthDecision, json_response
+from ..server.http import text_response
 from .credentials import interface_credentials
 from .credentials import select_subprotocol as choose_subprotocol
 from .deepgram_ws import serve_deepgram
@@ -32,7 +32,7 @@ from .openai_rest_server import RestTranscriptions, too_large, wants_upload
 from .wyoming_server import WyomingServer
 
 if TYPE_CHECKING:
-    from ..server import StreamerServer
+    from ..server.daemon import StreamerServer
 
 WebsocketHandler = Callable[[ServerConnection], Awaitable[None]]
 DEEPGRAM_PATH = "/v1/listen"

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from ..auth import Credentials, credentials_from_request
+from ..server.auth import Credentials, credentials_from_request
 
 OPENAI_KEY_SUBPROTOCOL = "openai-insecure-api-key."
 SELECTABLE_SUBPROTOCOLS = ("token", "bearer", "realtime")  # the one a browser client expects echoed

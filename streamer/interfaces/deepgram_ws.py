@@ -30,7 +30,7 @@ from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .sink import CloseFrame, Frame, TranslatingSink
 
 if TYPE_CHECKING:
-    from ..server import Stream, StreamerServer
+    from ..server.daemon import Stream, StreamerServer
 
 log = logging.getLogger("streamer.interfaces.deepgram")
 

@@ -22,7 +22,7 @@ from .openai_realtime import (
 from .sink import CloseFrame, Frame, TranslatingSink
 
 if TYPE_CHECKING:
-    from ..server import Stream, StreamerServer
+    from ..server.daemon import Stream, StreamerServer
 
 log = logging.getLogger("streamer.interfaces.realtime")
 

@@ -18,8 +18,8 @@ from model.audio import SAMPLE_RATE
 from model.transcribe import FileTranscription, Segment, Transcript, WindowOptions
 from model.whisper import Whisper
 
-from ..auth import AuthDecision
 from ..config import OpenAIConfig
+from ..server.auth import AuthDecision
 from .container import DecodeError, decode_file
 from .http_upload import UploadRequest, UploadResponse
 from .multipart_form import FormError, parse_form
@@ -34,7 +34,7 @@ from .openai_rest import (
 )
 
 if TYPE_CHECKING:
-    from ..server import StreamerServer
+    from ..server.daemon import StreamerServer
 
 log = logging.getLogger("streamer.interfaces.openai")
 

@@ -18,7 +18,7 @@ from ..protocol import ProtocolError, ServerMessage
 from .wyoming import FeedAudio, OpenStream, StopStream, WyomingSession
 
 if TYPE_CHECKING:
-    from ..server import Stream, StreamerServer
+    from ..server.daemon import Stream, StreamerServer
 
 log = logging.getLogger("streamer.interfaces.wyoming")
 

@@ -6,9 +6,9 @@
 - `guard`: the hallucination guard, a pure verdict on one hypothesis;
 - `retry`: when a decode is not to be trusted and is done again;
 - `policy`: when words become stable (the commit policies, chosen by name);
-- `language`: the stream's language, fixed or decided by `streamer.language` (text held until then);
+- `language`: the stream's language, fixed or decided by `streamer.stream.language_decider` (text held until then);
 - `messages`: stable and partial messages from words.
 
-`streamer.session.Session` orchestrates them: audio in, tick requests out, results in,
+`streamer.stream.session.Session` orchestrates them: audio in, tick requests out, results in,
 messages out.
 """

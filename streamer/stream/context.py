@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from model.audio import SAMPLE_RATE
 
-from ..buffer import AudioBuffer
-from ..commit import skip_committed
 from ..config import Config
-from ..tick import Word
+from .buffer import AudioBuffer
+from .commit import skip_committed
 from .prompt import Prompt
+from .tick import Word
 
 
 class StreamBuffer:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
-from ..tick import Word
-from ..vad import SpeechStart, VoiceActivityDetector
+from .tick import Word
+from .vad import SpeechStart, VoiceActivityDetector
 
 
 class FinalReason(enum.Enum):

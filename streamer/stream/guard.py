@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..commit import find_repetition_loop, word_key
 from ..config import StreamConfig
-from ..tick import Hypothesis, Word
+from .commit import find_repetition_loop, word_key
+from .tick import Hypothesis, Word
 
 FILLERS = frozenset({"mm", "hmm", "mhm", "mmhmm", "uh", "um", "ah", "oh", "huh", "uhhuh"})  # word_key()s
 

@@ -1,5 +1,5 @@
 """The stream's language: fixed by `start` (or an English-only model), or decided by the
-language decider (`streamer.language`), and what its decisions mean for a decode.
+language decider (`streamer.stream.language_decider`), and what its decisions mean for a decode.
 
 In `auto`, stable text waits (is held) until the decider knows the stream's language, and each
 later utterance's until its own language-ID is in; a decode tells the decider what it heard,
@@ -12,9 +12,9 @@ from __future__ import annotations
 from model.tokenizer import normalize_language
 
 from ..config import Config
-from ..language import LanguageDecider, LanguageDecision
 from ..protocol import CloseCode, LanguageDetected, ProtocolError, ServerMessage, Start
-from ..tick import Hypothesis, TickRequest, Word
+from .language_decider import LanguageDecider, LanguageDecision
+from .tick import Hypothesis, TickRequest, Word
 
 
 class StreamLanguage:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..protocol import Partial, Stable, WordTiming
-from ..tick import Word
+from .tick import Word
 
 
 def timings(words: list[Word]) -> tuple[WordTiming, ...]:

@@ -3,9 +3,9 @@ which of a decode's new words it is asked about."""
 
 from __future__ import annotations
 
-from ..commit import AlignAtt, CommitPolicy, LocalAgreement
 from ..config import COMMIT_POLICIES, StreamConfig
-from ..tick import Word
+from .commit import AlignAtt, CommitPolicy, LocalAgreement
+from .tick import Word
 
 
 def make_policy(name: str, stream: StreamConfig) -> CommitPolicy:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tick import Word
+from .tick import Word
 
 
 class Prompt:

@@ -2,7 +2,7 @@
 the commit policy's count, the messages, and the utterance's life cycle (done, next begun,
 decoded again, held for the language, cut at a language switch).
 
-`ResultRules` is the half of `streamer.session.Session` that applies results; the session
+`ResultRules` is the half of `streamer.stream.session.Session` that applies results; the session
 holds the parts (endpointer, stream buffer, policy, language) it works on.
 """
 
@@ -12,18 +12,18 @@ from dataclasses import dataclass, replace
 
 from model.audio import SAMPLE_RATE
 
-from ..commit import CommitPolicy, word_key
 from ..config import Config
-from ..language import LanguageDecision
 from ..protocol import ServerMessage, Stable
-from ..tick import Hypothesis, TickRequest, Word
 from . import retry
+from .commit import CommitPolicy, word_key
 from .context import StreamBuffer
 from .endpointer import Endpointer, FinalReason
 from .guard import guard
 from .language import StreamLanguage
+from .language_decider import LanguageDecision
 from .messages import partial, stables
 from .policy import commit_count
+from .tick import Hypothesis, TickRequest, Word
 
 
 @dataclass(frozen=True)

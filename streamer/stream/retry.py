@@ -5,8 +5,8 @@ Each is a pure predicate; the session acts on it (`Session._decode_again*`).
 
 from __future__ import annotations
 
-from ..commit import word_key
-from ..tick import Word
+from .commit import word_key
+from .tick import Word
 
 
 def missed_head(head: str | None, prompt: str, words: list[Word]) -> bool:

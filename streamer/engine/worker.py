@@ -35,11 +35,11 @@ from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, 
 from model.weights import default_device, load_model
 from model.whisper import Whisper
 
-from .config import ModelConfig, StreamConfig
-from .session import ModelInfo
-from .tick import Hypothesis, TickRequest, Word
+from ..config import ModelConfig, StreamConfig
+from ..stream.session import ModelInfo
+from ..stream.tick import Hypothesis, TickRequest, Word
 
-log = logging.getLogger("streamer.worker")
+log = logging.getLogger("streamer.engine.worker")
 
 T = TypeVar("T")
 ModelCall = Callable[[Whisper], Any]  # work other than a tick batch, run on the model in the worker thread

@@ -18,16 +18,12 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from websockets.http11 import Response
+from ..protocol import Stable, server_message_to_dict
 
-from .http import text_response
-from .protocol import Stable, server_message_to_dict
-
-log = logging.getLogger("streamer.journal")
+log = logging.getLogger("streamer.state.journal")
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # never a path separator nor `..`
 TRANSCRIPT_PATH = re.compile(r"^/v1/sessions/([^/]+)/transcript$")
@@ -171,24 +167,3 @@ class Journal:
         if removed:
             log.info("journal: removed %d journal(s) older than %.0f s", removed, self.retention_seconds)
         return removed
-
-
-def transcript_response(journal: Journal, path: str, key_id: str | None) -> Response:
-    """`GET /v1/sessions/{id}/transcript` → the journaled transcript as JSON.
-
-    `key_id` is the authenticated key (None when authentication is off); a session opened with a
-    key is readable only with that key.
-    """
-    match = TRANSCRIPT_PATH.match(path)
-    if match is None or not SESSION_ID_PATTERN.match(match.group(1)):
-        return _json(HTTPStatus.BAD_REQUEST, {"error": "expected /v1/sessions/{session_id}/transcript with a valid id"})
-    transcript = journal.read(match.group(1))
-    if transcript is None or (transcript.key_id is not None and transcript.key_id != key_id):
-        # The same answer for "not yours" as for "absent": ids of others' sessions are not confirmed.
-        return _json(HTTPStatus.NOT_FOUND, {"error": f"no transcript for session {match.group(1)}"})
-    return _json(HTTPStatus.OK, transcript.to_json())
-
-
-def _json(status: HTTPStatus, body: dict[str, Any]) -> Response:
-    return text_response(status, json.dumps(body, ensure_ascii=False) + "\n", "application/json")
-

@@ -7,18 +7,22 @@ websocket handshake go on (only for `/v1/stream`). Routes are added with `add`, 
 
 from __future__ import annotations
 
+import json
 import mimetypes
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from ..state.journal import SESSION_ID_PATTERN, TRANSCRIPT_PATH, Journal
+
 STREAM_PATH = "/v1/stream"
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 RouteHandler = Callable[[Request], Response]
 
@@ -84,3 +88,24 @@ class HttpRoutes:
             content_type += "; charset=utf-8"
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))), ("Cache-Control", "no-cache")])
         return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, data)
+
+
+def transcript_response(journal: Journal, path: str, key_id: str | None) -> Response:
+    """`GET /v1/sessions/{id}/transcript` → the journaled transcript as JSON.
+
+    `key_id` is the authenticated key (None when authentication is off); a session opened with a
+    key is readable only with that key.
+    """
+    match = TRANSCRIPT_PATH.match(path)
+    if match is None or not SESSION_ID_PATTERN.match(match.group(1)):
+        return _json(HTTPStatus.BAD_REQUEST, {"error": "expected /v1/sessions/{session_id}/transcript with a valid id"})
+    transcript = journal.read(match.group(1))
+    if transcript is None or (transcript.key_id is not None and transcript.key_id != key_id):
+        # The same answer for "not yours" as for "absent": ids of others' sessions are not confirmed.
+        return _json(HTTPStatus.NOT_FOUND, {"error": f"no transcript for session {match.group(1)}"})
+    return _json(HTTPStatus.OK, transcript.to_json())
+
+
+def _json(status: HTTPStatus, body: dict[str, Any]) -> Response:
+    return text_response(status, json.dumps(body, ensure_ascii=False) + "\n", "application/json")
+

@@ -11,7 +11,7 @@ import soxr
 
 from model.audio import SAMPLE_RATE
 
-from .protocol import CloseCode, ProtocolError, Start
+from ..protocol import CloseCode, ProtocolError, Start
 
 MAX_FLOAT_PEAK = 2.0  # f32le samples beyond this are refused (4415); between 1 and this, clipped
 

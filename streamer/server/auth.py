@@ -31,8 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
+from ..protocol import CloseCode
 from .http import text_response
-from .protocol import CloseCode
 
 API_KEYS_ENV = "WHISPER_STREAMER_API_KEYS"
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -29,15 +29,15 @@ import numpy as np
 
 from model.audio import N_SAMPLES, SAMPLE_RATE
 
+from ..config import Config
+from ..protocol import CloseCode, End, ProtocolError, Ready, ServerMessage, Start, VadEvent
 from .commit import CommitPolicy
-from .config import Config
+from .context import StreamBuffer
+from .endpointer import Endpointer, FinalReason
 from .ingest import AudioDecoder
-from .protocol import CloseCode, End, ProtocolError, Ready, ServerMessage, Start, VadEvent
-from .stream.context import StreamBuffer
-from .stream.endpointer import Endpointer, FinalReason
-from .stream.language import StreamLanguage
-from .stream.policy import make_policy
-from .stream.results import ResultRules
+from .language import StreamLanguage
+from .policy import make_policy
+from .results import ResultRules
 from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import FRAME_SAMPLES
 

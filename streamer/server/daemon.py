@@ -50,15 +50,13 @@ from websockets.http11 import Request, Response
 from model.runtime import release_free_memory
 from model.whisper import Whisper
 
-from .auth import AuthDecision, Authenticator, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
-from .config import Config
-from .handover import plan_handover
-from .http import STATIC_DIR, HttpRoutes, text_response
-from .interfaces import Interfaces
-from .journal import Journal, JournalWriter, transcript_response
-from .limits import AdmissionControl, AudioRateLimiter, WorkerLoad
-from .metrics import StreamerMetrics
-from .protocol import (
+from ..config import Config
+from ..engine.load import WorkerLoad
+from ..engine.scheduler import TickScheduler
+from ..engine.worker import ModelWorker
+from ..interfaces import Interfaces
+from ..metrics import StreamerMetrics
+from ..protocol import (
     Audio,
     CloseCode,
     End,
@@ -74,13 +72,16 @@ from .protocol import (
     Start,
     Stop,
 )
+from ..state.handover import plan_handover
+from ..state.journal import Journal, JournalWriter
+from ..state.store import SessionStore, StoredSession, committed_text, make_store
+from ..stream.session import ModelInfo, Session
+from .auth import AuthDecision, Authenticator, StreamLimiter, TokenSigner, credentials_from_request, json_response, load_key_store, token_endpoint
+from .http import STATIC_DIR, HttpRoutes, text_response, transcript_response
+from .limits import AdmissionControl, AudioRateLimiter
 from .resume import DetachedSessions, ResumeRequest, StableHistory, parse_resume
-from .scheduler import TickScheduler
-from .session import ModelInfo, Session
-from .store import SessionStore, StoredSession, committed_text, make_store
-from .worker import ModelWorker
 
-log = logging.getLogger("streamer.server")
+log = logging.getLogger("streamer.server.daemon")
 T = TypeVar("T")
 
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in a control frame

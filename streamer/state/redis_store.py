@@ -1,4 +1,4 @@
-"""`RedisStore`: the session store every replica shares (see `streamer.store`).
+"""`RedisStore`: the session store every replica shares (see `streamer.state.store`).
 
 Two keys per session, both expiring `store.ttl` s after the last write:
   * `whisper-streamer:session:{id}`, a hash: `key_id`, `start` (JSON), `owner` (the replica
@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from .protocol import Stable, Start, WordTiming
+from ..protocol import Stable, Start, WordTiming
 from .store import (
     KEY_PREFIX,
     NO_KEY,
@@ -38,7 +38,7 @@ from .store import (
     words_to_json,
 )
 
-log = logging.getLogger("streamer.store")
+log = logging.getLogger("streamer.state.store")
 
 STORE_TIMEOUT_S = 5.0  # seconds one Redis command may take
 

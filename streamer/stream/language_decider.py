@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .config import LanguageConfig
+from ..config import LanguageConfig
 
 
 @dataclass(frozen=True)

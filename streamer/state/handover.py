@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .protocol import CloseCode, ProtocolError, Stable, Start
+from ..protocol import CloseCode, ProtocolError, Stable, Start
+from ..stream.tick import Word
 from .store import StoredSession
-from .tick import Word
 
 # Seconds of committed speech (of the last segment) heard again, as the decoder's forced context:
 # the next words are then decoded after them, as on the replica that committed them, not after a

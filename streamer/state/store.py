@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import StoreConfig
-from .protocol import Stable, Start, WordTiming, server_message_to_dict
+from ..config import StoreConfig
+from ..protocol import Stable, Start, WordTiming, server_message_to_dict
 
 KEY_PREFIX = "whisper-streamer:"
 NO_KEY = ""  # the key id stored for a session opened without authentication

@@ -41,13 +41,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from .limits import WorkerLoad
-from .metrics import StreamerMetrics
-from .protocol import ServerMessage
-from .tick import Hypothesis, TickKind, TickRequest
+from ..metrics import StreamerMetrics
+from ..protocol import ServerMessage
+from ..stream.tick import Hypothesis, TickKind, TickRequest
+from .load import WorkerLoad
 from .worker import BatchResult
 
-log = logging.getLogger("streamer.scheduler")
+log = logging.getLogger("streamer.engine.scheduler")
 
 BEHIND_FACTOR = 2.0  # a batch slower than this many tick intervals means streams wait for the worker
 BEHIND_LOG_INTERVAL = 30.0  # s between two "falling behind" warnings
