@@ -56,7 +56,7 @@ ROW_COST_SMOOTHING = 0.2  # weight of the newest batch in the running cost of a 
 
 
 class Decodable(Protocol):
-    """What the scheduler needs of a stream (`session.Session` is one; tests script their own)."""
+    """What the scheduler needs of a stream (`streamer.stream.session.Session` is one; tests script their own)."""
 
     @property
     def id(self) -> str: ...

@@ -36,7 +36,7 @@ def short_reason(reason: str) -> str:
 
 
 class TranslatingSink:
-    """A `server.MessageSink` whose `translate` turns batches of messages into frames (and closes)."""
+    """A `streamer.server.daemon.MessageSink` whose `translate` turns batches of messages into frames (and closes)."""
 
     def __init__(self, websocket: ServerConnection, translate: Translate, on_error: Callable[[int, str], list[Frame]]) -> None:
         self._websocket = websocket

@@ -2,7 +2,7 @@
 
 Ownership: `StreamerServer` owns the websockets server, one handler task and one writer task per
 connection, the scheduler task, the housekeeping task, and the `streams` registry; all of them run
-in the event-loop thread. The model belongs to the worker thread (`worker.ModelWorker`). A
+in the event-loop thread. The model belongs to the worker thread (`engine.worker.ModelWorker`). A
 connection's failure is answered on that connection only (an `error`, then its close code); every
 other stream goes on.
 

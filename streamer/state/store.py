@@ -8,7 +8,7 @@ again after a resume.
 
 Two backends behind one `SessionStore` protocol, chosen by `[store] backend`:
   * `LocalStore`, the single-machine default: a stream lives in this process (the parked
-    streams of `resume.DetachedSessions`) and on its disk (`journal`), so nothing is shared
+    streams of `streamer.server.resume.DetachedSessions`) and on its disk (`journal`), so nothing is shared
     and `claim` finds nothing; the daemon behaves exactly as before.
   * `RedisStore` (`redis.asyncio`): every replica reads and writes the same Redis. A stream has
     one owner at a time; `claim` moves it atomically, and an append by a replica that lost the
