@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
-from streamer.config import Config, ConfigError, LanguageConfig
+from streamer.config import Config, ConfigError, LanguageConfig, StreamConfig
 from streamer.protocol import LanguageDetected, Partial, Stable, Start
 from streamer.stream.language_decider import LanguageDecider
 from streamer.stream.session import ModelInfo, Session
@@ -301,3 +302,57 @@ def test_start_languages_are_parsed_and_checked_against_the_model() -> None:
     assert config.language.language_list == ("es", "en") and config.language.min_speech == 1.5
     single = Session("x", Start(languages=("Spanish",)), Config(), ModelInfo("base", multilingual=True))
     assert [(type(m).__name__, getattr(m, "language", None)) for m in single.open()] == [("Ready", None), ("LanguageDetected", "es")]
+
+
+def test_a_decode_heard_in_another_language_is_not_committed_in_the_streams_when_an_endpoint_comes_meanwhile() -> None:
+    """A late worker's decode of an utterance heard alone is answered after the speaker stopped
+    and began the next one, so it commits at once (no second decode of the same audio, and the
+    next one's check does not hold it); heard unclearly as Portuguese in a Spanish stream, its
+    words must be decoded again in Spanish, not committed labelled Spanish (they were: "E tem
+    muito pouca assistência")."""
+    from streamer.stream.vad import SpeechEnd, SpeechStart, VoiceActivityDetector
+
+    if not data_available():
+        pytest.skip("shared evaluation data not found")
+    clip = next(c for c in clips_of("long") if c.id == "long_mixed_speakers")
+    audio = load_audio(clip.path)[: int((clip.segments[2].end_s + 1.0) * SAMPLE_RATE)]
+    script = scripted_words(clip, 3)
+    config = Config(language=CONFIG, stream=replace(StreamConfig(), overlap=0.0))  # the second utterance heard alone
+    vad = VoiceActivityDetector(config.vad.aggressiveness, config.vad.speech_start, config.stream.endpoint_silence)
+    transitions = vad.feed(audio)
+    speech_end = [t.time for t in transitions if isinstance(t, SpeechEnd) and t.time < clip.segments[2].start_s][-1]
+    next_start = next(t.time for t in transitions if isinstance(t, SpeechStart) and t.time > speech_end)
+    session = Session("m", Start(), config, ModelInfo("base", multilingual=True))
+    second, third = clip.segments[1].start_s - 0.5, clip.segments[2].start_s - 0.5
+
+    def respond(request):
+        start = request.detect_from if request.detect_from is not None else request.window_start
+        probs = {"pt": 0.7, "es": 0.3} if second <= start < third else {"es": 0.98, "pt": 0.02}
+        language = request.language or max(probs, key=lambda k: probs[k])
+        heard = hear(script, request, language=language)
+        tagged = tuple(replace(w, text=f"{w.text}~{language}") for w in heard.words)
+        return replace(heard, words=tagged, language_probs=probs if request.detect_language else None)
+
+    # Decodes are answered 0.3 s of audio after they are asked for; the one asked for 0.2 s after
+    # the second utterance ended (it hears past the end) only once the third began.
+    produced, in_flight, answer_at, late = [], None, 0.0, None
+    for offset in range(0, len(audio), SAMPLE_RATE // 10):
+        produced += session.on_audio((np.clip(audio[offset : offset + SAMPLE_RATE // 10], -1, 1) * 32767).astype("<i2").tobytes())
+        now = session.audio_seconds
+        if in_flight is not None and now >= answer_at - 1e-6:
+            produced += session.apply_result(in_flight, respond(in_flight))
+            in_flight = None
+        if in_flight is None and session.wants_tick and not speech_end - 1.0 <= now < speech_end + 0.2:
+            in_flight = session.make_tick_request()
+            answer_at = max(now, next_start) + 0.3 if late is None and now >= speech_end + 0.2 else now + 0.3
+            late = in_flight if late is None and now >= speech_end + 0.2 else late
+    produced += session.stop()
+    while in_flight is not None or session.wants_tick:
+        request = in_flight or session.make_tick_request()
+        in_flight = None
+        produced += session.apply_result(request, respond(request))
+    assert late is not None and not late.final and late.language is None  # the case: heard alone, before the endpoint
+    stables = [m for m in produced if isinstance(m, Stable)]
+    assert [m.language for m in produced if isinstance(m, LanguageDetected)] == ["es"]
+    assert stables and all(w.endswith("~es") for s in stables for w in s.text.split()), [s.text for s in stables]
+    assert [w.split("~")[0] for s in stables for w in s.text.split()] == [w.text.strip() for w in script]  # nothing lost
