@@ -359,19 +359,22 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_toml(path: str | Path, what: str, error: type[ValueError]) -> dict[str, Any]:
+    """The TOML file at `path`; `error` naming it (`what`, the path) when it is absent or not TOML."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise error(f"{what} not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: invalid TOML: {exc}") from exc
+
+
 def load_config(path: Path | None = None, argv: Sequence[str] = ()) -> Config:
     """Reads `path` (or the `--config` flag in `argv`), then applies every flag in `argv` on top."""
     args = build_arg_parser().parse_args(list(argv))
     path = args.config if args.config is not None else path
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path, "config file", ConfigError) if path is not None else {}
     for key, value in vars(args).items():
         if key == "config" or value is None:
             continue

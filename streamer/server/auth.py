@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import threading
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -31,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
+from ..config import read_toml
 from ..protocol import CloseCode
 from .http import text_response
 
@@ -138,13 +138,7 @@ def parse_key_list(value: str) -> tuple[ApiKey, ...]:
 
 def load_keys_file(path: Path) -> tuple[ApiKey, ...]:
     """A TOML file of `[[key]]` tables: `id`, `sha256` (or `secret`), optional `origins`, `max_streams`."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise AuthConfigError(f"keys file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise AuthConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = read_toml(path, "keys file", AuthConfigError)
     entries = data.get("key", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise AuthConfigError(f"{path}: keys must be [[key]] tables")
