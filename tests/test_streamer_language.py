@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from benchmarks.data import clips_of, data_available
@@ -14,7 +13,7 @@ from streamer.protocol import LanguageDetected, Partial, Stable, Start
 from streamer.stream.language_decider import LanguageDecider
 from streamer.stream.session import ModelInfo, Session
 
-from .test_streamer_session import drive, hear, scripted_words
+from .test_streamer_session import answer_due, drive, hear, pcm, scripted_words
 
 CONFIG = LanguageConfig(min_speech=2.0, confidence=0.8, switch_speech=2.0, switch_confidence=0.8, recheck_utterances=2, max_hold=6.0)
 
@@ -337,7 +336,7 @@ def test_a_decode_heard_in_another_language_is_not_committed_in_the_streams_when
     # the second utterance ended (it hears past the end) only once the third began.
     produced, in_flight, answer_at, late = [], None, 0.0, None
     for offset in range(0, len(audio), SAMPLE_RATE // 10):
-        produced += session.on_audio((np.clip(audio[offset : offset + SAMPLE_RATE // 10], -1, 1) * 32767).astype("<i2").tobytes())
+        produced += session.on_audio(pcm(audio[offset : offset + SAMPLE_RATE // 10]))
         now = session.audio_seconds
         if in_flight is not None and now >= answer_at - 1e-6:
             produced += session.apply_result(in_flight, respond(in_flight))
@@ -347,10 +346,9 @@ def test_a_decode_heard_in_another_language_is_not_committed_in_the_streams_when
             answer_at = max(now, next_start) + 0.3 if late is None and now >= speech_end + 0.2 else now + 0.3
             late = in_flight if late is None and now >= speech_end + 0.2 else late
     produced += session.stop()
-    while in_flight is not None or session.wants_tick:
-        request = in_flight or session.make_tick_request()
-        in_flight = None
-        produced += session.apply_result(request, respond(request))
+    if in_flight is not None:
+        produced += session.apply_result(in_flight, respond(in_flight))
+    produced += answer_due(session, respond)
     assert late is not None and not late.final and late.language is None  # the case: heard alone, before the endpoint
     stables = [m for m in produced if isinstance(m, Stable)]
     assert [m.language for m in produced if isinstance(m, LanguageDetected)] == ["es"]
