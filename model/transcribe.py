@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
+from model.audio import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
 from model.decoding import (
     TIME_PRECISION,
     DecodingOptions,
@@ -92,6 +92,13 @@ class Transcript:
         return {"text": self.text, "language": self.language, "segments": [s.to_dict() for s in self.segments]}
 
 
+WINDOW_STEP = 5  # s: encoder windows come in a few lengths (5, 10, ... 30 s), so shapes repeat
+# Less silence after the audio than this makes tiny.en loop ("more more in being…"): with 1 s
+# the short shared clips gave 147 % WER, with 2 s 37 %, with 4 s and more within 0.4 points of
+# whole windows (docs/performance.md).
+MIN_ENCODER_PADDING = 4.0
+MIN_SAMPLE_LEN = 16  # tokens a decode may sample in any window, however short (see `max_token_rate`)
+
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
@@ -111,6 +118,13 @@ class WindowOptions:
     suppress_tokens: str | tuple[int, ...] | None = "-1"
     # With language None: detection chooses among these only (empty: any language).
     language_candidates: tuple[str, ...] = ()
+    # Seconds of silence encoded after the longest window's audio, the window rounded up to
+    # `WINDOW_STEP` (see `encoder_frames`); None: whole 30 s windows, as Whisper was trained.
+    encoder_padding: float | None = None
+    # At most this many tokens per second of a window's audio (plus `MIN_SAMPLE_LEN`), timestamps
+    # and forced ones included; None: Whisper's 224 a window. Speech takes 3-5 a second; a
+    # decode caught in a loop ("This is... This is...") otherwise runs to 224 at any length.
+    max_token_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -126,13 +140,20 @@ class WindowOptions:
             raise ValueError(f"no_speech_threshold must be within [0, 1], got {self.no_speech_threshold}")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
             raise ValueError(f"compression_ratio_threshold must be > 0, got {self.compression_ratio_threshold}")
+        if self.max_token_rate is not None and self.max_token_rate <= 0:
+            raise ValueError(f"max_token_rate must be > 0, got {self.max_token_rate}")
+        if self.encoder_padding is not None and not MIN_ENCODER_PADDING <= self.encoder_padding <= CHUNK_LENGTH:
+            raise ValueError(f"encoder_padding must be within [{MIN_ENCODER_PADDING}, {CHUNK_LENGTH}] s, got {self.encoder_padding}")
         # The decoding options of every temperature are validated now, not mid-transcription.
         for temperature in temperatures:
             self.decoding_options(temperature)
 
-    def decoding_options(self, temperature: float) -> DecodingOptions:
+    def decoding_options(self, temperature: float, audio_seconds: float = CHUNK_LENGTH) -> DecodingOptions:
+        """The options of one decode at `temperature` of windows of up to `audio_seconds`."""
         sampling = temperature > 0
+        sample_len = None if self.max_token_rate is None else MIN_SAMPLE_LEN + math.ceil(self.max_token_rate * audio_seconds)
         return DecodingOptions(
+            sample_len=sample_len,
             task=self.task,
             language=self.language,
             temperature=temperature,
@@ -194,6 +215,20 @@ class WindowResult:
 
 
 # ---------------------------------------------------------------- one batch of windows
+
+
+def encoder_frames(n_samples: int, padding: float | None) -> int:
+    """Mel frames of the encoder window for `n_samples` of audio followed by at least `padding`
+    seconds of silence, in steps of `WINDOW_STEP` (None: a whole 30 s window).
+
+    The encoder is most of a decode, and its cost grows with the window (attention with its
+    square): a streaming window of ~10 s encoded in 20 s instead of 30 costs about half.
+    """
+    if padding is None:
+        return N_FRAMES
+    seconds = n_samples / SAMPLE_RATE + padding
+    return min(N_FRAMES, math.ceil(seconds / WINDOW_STEP - 1e-9) * WINDOW_STEP * SAMPLE_RATE // HOP_LENGTH)
+
 
 
 def split_segments(
@@ -265,9 +300,11 @@ def decode_windows(
     for window in windows:
         if window.ndim != 1 or len(window) > N_SAMPLES:
             raise ValueError(f"a window is mono audio of at most {N_SAMPLES} samples, got shape {window.shape}")
+    frames = encoder_frames(max(len(w) for w in windows), options.encoder_padding)
     with torch.inference_mode():
         with timed(clock, "mel", model.device):
-            mel = log_mel_spectrogram(np.stack([pad_or_trim(w) for w in windows]), model.dims.n_mels, device=model.device)
+            padded = np.stack([pad_or_trim(w, frames * HOP_LENGTH) for w in windows])
+            mel = log_mel_spectrogram(padded, model.dims.n_mels, device=model.device)
             for row, window in enumerate(windows):
                 mel[row, :, len(window) // HOP_LENGTH :] = 0  # as `_FileProgress.window_mel` cuts windows
         quiet = [_is_quiet(w) for w in windows]
@@ -285,7 +322,7 @@ def decode_mel_windows(
     forced: Sequence[Sequence[int]] | None = None,
     clock: StageClock | None = None,
 ) -> list[WindowResult]:
-    """`decode_windows` on log-mel windows [B, n_mels, 3000] holding `n_samples` of audio each;
+    """`decode_windows` on log-mel windows [B, n_mels, frames] (3000: 30 s) holding `n_samples` of audio each;
     `quiet` rows hold nothing recorded and are taken as silence."""
     device = model.device
     with torch.inference_mode():
@@ -294,7 +331,8 @@ def decode_mel_windows(
         with timed(clock, "language", device):
             languages, language_probs = _languages(model, features, options.language, options.language_candidates)
         with timed(clock, "decoder", device):
-            decoded, first = _decode_with_fallback(model, features, options, prompts, languages, drafts, forced)
+            audio_seconds = max(n_samples) / SAMPLE_RATE
+            decoded, first = _decode_with_fallback(model, features, options, prompts, languages, audio_seconds, drafts, forced)
         results = [
             _window_result(model, result, samples / SAMPLE_RATE, probs, options, options.is_silence(result, first_result) or is_quiet)
             for result, first_result, samples, probs, is_quiet in zip(decoded, first, n_samples, language_probs, quiet)
@@ -354,11 +392,12 @@ def _decode_with_fallback(
     options: WindowOptions,
     prompts: Sequence[Sequence[int]],
     languages: list[str],
+    audio_seconds: float,
     drafts: Sequence[Sequence[int]] | None = None,
     forced: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[DecodingResult], list[DecodingResult]]:
     """The final decode of each row, and its first (lowest temperature) decode (the only one
-    that `drafts` can serve: hotter decodes sample)."""
+    that `drafts` can serve: hotter decodes sample); the longest row holds `audio_seconds`."""
     rows = len(features)
     results: list[DecodingResult] = []
     first: list[DecodingResult] = []
@@ -367,7 +406,7 @@ def _decode_with_fallback(
         decoded = decode_features(
             model,
             features.select(pending),
-            options.decoding_options(temperature),
+            options.decoding_options(temperature, audio_seconds),
             [prompts[i] for i in pending],
             [languages[i] for i in pending],
             drafts if drafts is not None and not first else None,

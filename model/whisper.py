@@ -103,11 +103,15 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(dims.n_audio_state)
 
     def forward(self, mel: Tensor) -> Tensor:
+        """Features [B, frames // 2, d] of mel windows [B, n_mels, frames]: a whole window is
+        2 * n_audio_ctx frames (30 s); a shorter one takes the first positions (see
+        `transcribe.encoder_frames` for what the decoder then needs after the audio)."""
+        frames, most = mel.shape[-1], 2 * self.positional_embedding.shape[0]
+        if frames % 2 or not 0 < frames <= most:
+            raise ValueError(f"expected an even number of mel frames up to {most}, got {frames}")
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).permute(0, 2, 1)
-        if x.shape[1] != self.positional_embedding.shape[0]:
-            raise ValueError(f"expected {2 * self.positional_embedding.shape[0]} mel frames, got {mel.shape[-1]}")
-        x = x + self.positional_embedding.to(x.dtype)
+        x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
         for block in self.blocks:
             x = block.forward_encoder(x)
         return self.ln_post(x)
@@ -116,7 +120,7 @@ class AudioEncoder(nn.Module):
 @dataclass(frozen=True, eq=False)
 class EncodedAudio:
     """Encoded windows as the decoder reads them: each decoder layer's cross-attention keys and
-    values [B, n_head, n_audio_ctx, d_head]. Made once per batch of windows (`Whisper.encode`),
+    values [B, n_head, positions, d_head] (n_audio_ctx positions for a whole 30 s window). Made once per batch of windows (`Whisper.encode`),
     so that language detection, a decode at each temperature and the alignment pass share them
     (computing them is about a sixth of an encoder pass)."""
 
@@ -283,7 +287,7 @@ class Whisper(nn.Module):
         return self.dims.num_languages
 
     def embed_audio(self, mel: Tensor) -> Tensor:
-        """Audio features [B, n_audio_ctx, d] of mel windows [B, n_mels, 3000].
+        """Audio features [B, frames // 2, d] of mel windows [B, n_mels, frames] (3000: 30 s).
 
         On the CPU the windows go through in chunks: a bigger batch is no faster there, and
         the encoder's activations (about 40 MB a window for tiny) would grow with it.
@@ -293,7 +297,7 @@ class Whisper(nn.Module):
         return torch.cat([self.encoder(part) for part in mel.split(max(chunk, 1))])
 
     def encode(self, mel: Tensor) -> EncodedAudio:
-        """Mel windows [B, n_mels, 3000] through the encoder, then into every decoder layer's
+        """Mel windows [B, n_mels, frames] through the encoder, then into every decoder layer's
         cross-attention keys and values."""
         features = self.embed_audio(mel)
         return EncodedAudio(tuple(block.cross_attention()[1].keys_values(features) for block in self.decoder.blocks))

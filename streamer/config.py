@@ -25,6 +25,10 @@ DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 COMMIT_POLICIES = ("local-agreement", "alignatt")  # streamer.stream.policy.make_policy builds each
 
 
+# As model.transcribe.MIN_ENCODER_PADDING (not imported: the config loads without torch).
+MIN_ENCODER_PADDING = 4.0
+
+
 class ConfigError(ValueError):
     """The configuration file or a flag holds an invalid value."""
 
@@ -70,13 +74,19 @@ class ModelConfig:
     model: str = "tiny.en"  # a name load_model knows, or a path
     device: str = "auto"  # auto: cuda when present, else cpu
     dtype: str = "auto"  # auto: float16 on cuda; on cpu bfloat16 where the CPU has it natively, else float32
-    threads: int = 1  # torch intra-op threads of the worker for streams' batches; 0: all cores (spin-waiting threads lose on shared cores)
+    threads: int = 0  # torch intra-op threads of the worker for streams' batches; 0: all cores (1 can win where other work shares them)
     file_threads: int = 0  # ...and for an upload's windows (throughput work between the batches); 0: all cores
     beam_size: int = 1  # 1 = greedy: streaming re-decodes often, so speed beats the last 0.x point
     max_batch: int = 8  # streams decoded together in one worker step, at most...
     step_budget: float = 0.5  # ...and as many as the measured cost of a row fits in this many seconds
     partial_busy: float = 0.75  # partial decodes start only while the worker is busy less than this share of the time (1: no limit)
     temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
+    # Seconds of silence encoded after a decode's audio, the window rounded up to 5 s (0: whole
+    # 30 s windows, as offline): a shorter window makes the encoder, most of a decode, cheaper.
+    encoder_padding: float = 10.0
+    # Tokens a decode may sample per second of its window (+16), forced and timestamps included
+    # (speech takes at most ~6): a decode caught in a loop stops there instead of at 224 tokens.
+    max_token_rate: float = 12.0
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model.model must not be empty")
@@ -88,6 +98,11 @@ class ModelConfig:
         _check(self.max_batch >= 1, f"model.max_batch must be >= 1, got {self.max_batch}")
         _check(self.step_budget > 0, f"model.step_budget must be > 0 s, got {self.step_budget}")
         _check(0 < self.partial_busy <= 1, f"model.partial_busy must be in (0, 1], got {self.partial_busy}")
+        _check(self.max_token_rate > 0, f"model.max_token_rate must be > 0, got {self.max_token_rate}")
+        _check(
+            self.encoder_padding == 0 or MIN_ENCODER_PADDING <= self.encoder_padding <= 30,
+            f"model.encoder_padding must be 0 or in {MIN_ENCODER_PADDING:g}..30 s, got {self.encoder_padding}",
+        )
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ class ModelWorker:
             compression_ratio_threshold=stream.compression_ratio_threshold,
             logprob_threshold=stream.logprob_threshold,
             no_speech_threshold=stream.no_speech_threshold,
+            encoder_padding=config.encoder_padding or None,
+            max_token_rate=config.max_token_rate,
         )
         self._jobs: queue.Queue[tuple[list[TickRequest] | ModelCall, Future[Any]] | None] = queue.Queue()
         self._loaded = threading.Event()
