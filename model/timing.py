@@ -57,33 +57,46 @@ class _Timing:
 
 
 def median_filter(x: Tensor, width: int) -> Tensor:
-    """Median over a sliding window of odd `width` along the last axis (reflect-padded)."""
+    """Median over a sliding window of odd `width` along the last axis (reflect-padded).
+
+    The `width` shifted copies go through an odd-even transposition sorting network (min and max
+    of whole tensors): several times faster than a median over an unfolded window on the CPU.
+    """
     pad = width // 2
     if x.shape[-1] <= pad:
         return x
-    shape = x.shape
-    flat = x.reshape(-1, 1, shape[-1])
-    padded = F.pad(flat, (pad, pad), mode="reflect")
-    return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
+    shape, length = x.shape, x.shape[-1]
+    padded = F.pad(x.reshape(-1, 1, length), (pad, pad), mode="reflect")[:, 0]
+    values = [padded[:, i : i + length] for i in range(width)]
+    for round_ in range(width):
+        for i in range(round_ % 2, width - 1, 2):
+            values[i], values[i + 1] = torch.minimum(values[i], values[i + 1]), torch.maximum(values[i], values[i + 1])
+    return values[pad].reshape(shape)
 
 
 def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cheapest monotonic path through `cost` [N, M]: (row indices, column indices).
 
-    Cells on one anti-diagonal depend only on the two before it, so each anti-diagonal is one
-    vectorised step (N + M steps instead of N * M). Ties break as in openai's loop.
+    Row by row, each row one vectorised step (N steps, N being the tokens: a few dozen, where
+    the frames are hundreds). Within a row, total[j] = min(a[j], cost[j] + total[j - 1]), with
+    a[j] what the row above offers; that recurrence is a running minimum of a - C shifted by C,
+    the row's cumulative cost. The path is openai's where no two moves cost exactly the same
+    (real attention weights); on a tie it prefers the diagonal, then up, then left, where
+    openai's loop may take a dearer left move.
     """
     n, m = cost.shape
     total = np.full((n + 1, m + 1), np.inf)
     total[0, 0] = 0.0
-    trace = np.full((n + 1, m + 1), -1, dtype=np.int8)
-    for diagonal in range(2, n + m + 1):
-        i = np.arange(max(1, diagonal - m), min(n, diagonal - 1) + 1)
-        j = diagonal - i
-        c0, c1, c2 = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
-        step = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2))
-        total[i, j] = cost[i - 1, j - 1] + np.choose(step, (c0, c1, c2))
-        trace[i, j] = step
+    trace = np.full((n + 1, m + 1), 2, dtype=np.int8)
+    trace[:, 0] = 1
+    for i in range(1, n + 1):
+        c0, c1 = total[i - 1, :-1], total[i - 1, 1:]
+        row_cost = cost[i - 1]
+        above = row_cost + np.minimum(c0, c1)
+        cumulative = np.cumsum(row_cost)
+        total[i, 1:] = np.minimum.accumulate(above - cumulative) + cumulative
+        c2 = total[i, :-1]
+        trace[i, 1:] = np.where((c0 <= c1) & (c0 <= c2), 0, np.where(c1 <= c2, 1, 2))
     trace[0, :] = 2
     trace[:, 0] = 1
     i, j = n, m

@@ -41,11 +41,13 @@ def test_split_segments_follows_timestamp_pairs():
     assert pieces[0][:2] == (1.0, 5.0)
 
 
-def test_dtw_finds_the_cheap_diagonal_and_matches_the_loop():
-    rng = np.random.default_rng(0)
-    cost = rng.random((12, 40))
+@pytest.mark.parametrize("shape", [(12, 40), (1, 7), (7, 1), (30, 300)])
+@pytest.mark.parametrize("integer", [False, True])
+def test_dtw_finds_the_cheapest_path(shape, integer):
+    rng = np.random.default_rng(sum(shape))
+    cost = rng.integers(0, 3, shape).astype(float) if integer else -rng.standard_normal(shape)
     rows, cols = dtw(cost)
-    # openai's O(N*M) loop as the reference.
+    # The O(N*M) loop as the reference.
     n, m = cost.shape
     total = np.full((n + 1, m + 1), np.inf)
     total[0, 0] = 0
@@ -54,11 +56,19 @@ def test_dtw_finds_the_cheap_diagonal_and_matches_the_loop():
             total[i, j] = cost[i - 1, j - 1] + min(total[i - 1, j - 1], total[i - 1, j], total[i, j - 1])
     assert cost[rows, cols].sum() == pytest.approx(total[n, m])
     assert rows[0] == 0 and cols[0] == 0 and rows[-1] == n - 1 and cols[-1] == m - 1
-    assert np.all(np.diff(rows) >= 0) and np.all(np.diff(cols) >= 0)
+    steps = np.stack([np.diff(rows), np.diff(cols)])
+    assert np.all((steps >= 0) & (steps <= 1)) and np.all(steps.sum(axis=0) >= 1)  # one cell at a time
 
+
+def test_median_filter_reflects_at_the_edges():
     x = torch.tensor([[1.0, 9.0, 2.0, 3.0, 8.0, 4.0, 5.0]])
     # Reflect padding, as openai: the edges see [9, 1, 9] and [4, 5, 4].
     assert median_filter(x, 3).tolist() == [[9.0, 2.0, 3.0, 3.0, 4.0, 5.0, 4.0]]
+    # The sorting network gives what a median over the unfolded window gives.
+    y = torch.randn(3, 5, 60, generator=torch.Generator().manual_seed(0))
+    for width in (3, 7):
+        windows = torch.nn.functional.pad(y.reshape(-1, 1, 60), (width // 2,) * 2, mode="reflect").unfold(-1, width, 1)
+        assert torch.equal(median_filter(y, width), windows.median(dim=-1).values.reshape(y.shape))
 
 
 # ---------------------------------------------------------------- the real model
