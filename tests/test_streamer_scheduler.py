@@ -94,6 +94,7 @@ class ScriptedSession:
     def __init__(self, session_id: str, kind: TickKind | None = None) -> None:
         self.id = session_id
         self.due_tick = kind
+        self.speech_pending = True  # a scripted stream is speaking unless a test says otherwise
         self.taken: list[TickKind] = []
 
     @property
@@ -232,3 +233,27 @@ def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> 
     assert 2 <= len(partials) <= 4, worker.batches  # 1.5 s at 0.5 worker s per s, 0.3 s a row: ~3
     commit = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "c")
     assert commit - commit_due < 0.1
+
+
+def test_a_stream_speaking_alone_is_not_held_to_the_busy_share() -> None:
+    """No other stream has speech pending, so no commit can wait behind its partials: with
+    `partial_busy` 0.5 and 0.3 s a row, one speaking stream (beside a silent one) still gets a
+    partial each time it asks, about 5 in 1.5 s, where the budget would allow about 3."""
+    worker = ClockedWorker(per_row=0.3)
+    speaking, silent = ScriptedSession("speaking", TickKind.PARTIAL), ScriptedSession("silent")
+    silent.speech_pending = False
+    sessions = {"speaking": speaking, "silent": silent}
+    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scheduler.run())
+        began = time.monotonic()
+        while time.monotonic() - began < 1.5:
+            if speaking.due_tick is None and worker.submitted and time.monotonic() - worker.submitted[-1] >= 0.3:
+                speaking.due_tick = TickKind.PARTIAL  # the worker "took" 0.3 s: the next partial is due
+                scheduler.wake(speaking)
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(worker.batches) >= 4, worker.submitted

@@ -16,12 +16,14 @@ partial. The batch takes the earliest deadlines, as many as fit the step budget
 a CPU, where rows cost the same batched or not, a commit never waits behind a long batch; on a
 GPU, where rows are nearly free, batches grow to `max_batch`.
 
-Decodes that commit nothing (the first to hear new speech included) start only while the worker
-has been busy less than `model.partial_busy` of the time (a token bucket, `PartialBudget`): a
-decode cannot be preempted, so a commit that comes due while a partial runs waits for it, and
-with several streams one nearly always would. The rest of the time is headroom in which commits
-find the worker free; partials thin out as streams grow (first ones ahead of the rest), commits
-do not.
+Decodes that commit nothing (the first to hear new speech included) are held back while the worker
+has been busy more than `model.partial_busy` of the time (a token bucket, `PartialBudget`), but
+only when holding them can serve a commit: a decode cannot be preempted, so a commit that comes
+due while a partial runs waits for it. That can happen only when two or more streams have speech
+pending (a stream alone, or beside silent ones, has no other stream's commit to wait for: its
+partials go on as fast as the worker allows). The rest of the time is headroom in which commits
+find the worker free; partials thin out as speaking streams grow (first ones ahead of the rest),
+commits do not.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,
@@ -64,6 +66,8 @@ class Decodable(Protocol):
     def wants_tick(self) -> bool: ...
     @property
     def due_tick(self) -> TickKind | None: ...
+    @property
+    def speech_pending(self) -> bool: ...
     def make_tick_request(self) -> TickRequest: ...
     def apply_result(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]: ...
     def abandon_request(self, request: TickRequest) -> None: ...
@@ -186,7 +190,9 @@ class TickScheduler(Generic[StreamT]):
     def _take_batch(self) -> list[tuple[_Due[StreamT], TickRequest]]:
         now = time.monotonic()
         due = self._due(now)
-        self._partials_held = not self._partials.allows(now, self._row_seconds or 0.0) and any(not d.kind.commits for d in due)
+        self._partials_held = (
+            any(not d.kind.commits for d in due) and self._commits_contend() and not self._partials.allows(now, self._row_seconds or 0.0)
+        )
         if self._partials_held:
             due = [d for d in due if d.kind.commits]
         size = self.batch_size
@@ -198,6 +204,15 @@ class TickScheduler(Generic[StreamT]):
             del self._due_since[entry.session.id]
             batch.append((entry, entry.session.make_tick_request()))
         return batch
+
+    def _commits_contend(self) -> bool:
+        """Whether a partial could delay another stream's commit: two streams have speech pending."""
+        speaking = 0
+        for session in self._sessions.values():
+            speaking += session.speech_pending
+            if speaking > 1:
+                return True
+        return False
 
     async def run(self) -> None:
         while True:

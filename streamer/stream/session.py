@@ -125,6 +125,11 @@ class Session(ResultRules):
         return self._last_request_end / SAMPLE_RATE if self._endpointer.speech_pending else None
 
     @property
+    def speech_pending(self) -> bool:
+        """Speech not yet all committed: a commit decode (`TickKind.commits`) may come due."""
+        return self._endpointer.speech_pending
+
+    @property
     def model_name(self) -> str:
         return self._model.name
 
@@ -234,7 +239,8 @@ class Session(ResultRules):
 
     @property
     def final_pending(self) -> bool:
-        return self._endpointer.final_reason is not None
+        """A final decode is to come or running (after a flush: its text is not all out yet)."""
+        return self._endpointer.final_reason is not None or (self._in_flight is not None and self._in_flight.final)
 
     def make_tick_request(self) -> TickRequest:
         if not self.wants_tick:
