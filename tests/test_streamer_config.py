@@ -20,6 +20,16 @@ def test_the_shipped_config_file_loads_with_the_embedded_model_on_loopback() -> 
         config.server.port = 1  # type: ignore[misc]
 
 
+def test_the_shipped_config_file_says_what_the_built_in_defaults_say() -> None:
+    """`python -m streamer` without --config runs the daemon `make run` runs: every key of
+    config.toml holds its field's default, and every field is in the file (its documentation)."""
+    assert load_config(ROOT / "config.toml") == Config()
+    text = (ROOT / "config.toml").read_text()
+    for section in dataclasses.fields(Config):
+        for field in dataclasses.fields(getattr(Config(), section.name)):
+            assert f"\n{field.name} = " in text, f"[{section.name}] {field.name} is missing from config.toml"
+
+
 def test_flags_override_the_file_in_long_and_short_form(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[server]\nport = 9000\n[stream]\ntick_interval = 1\n')
