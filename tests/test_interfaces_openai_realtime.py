@@ -116,6 +116,18 @@ def test_manual_turn_deltas_follow_the_commit() -> None:
     assert [e["type"] for e in session.translate([], False)] == [COMPLETED]
 
 
+def test_a_manual_turn_completes_when_its_flush_is_decoded_not_at_an_earlier_stable() -> None:
+    """A decode begun before the commit may bring stable text agreed on mid-utterance: the turn
+    is not complete until the flush's own final decode has answered (the beta SDK test once got
+    "Mr. Quilter is the apostle of the middle classes," as a whole turn's transcript)."""
+    session = RealtimeSession(beta=False, turn_detection=None)
+    _send(session, type="input_audio_buffer.append", audio=base64.b64encode(bytes(48000)).decode())
+    _send(session, type="input_audio_buffer.commit")
+    assert COMPLETED not in [e["type"] for e in session.translate([Stable(0, 0.1, 0.6, " Hi there,", (), "en")], True)]
+    completed = session.translate([Stable(1, 0.6, 1.0, " you.", (), "en")], False)
+    assert [e["type"] for e in completed] == [DELTA, COMPLETED] and completed[-1]["transcript"] == "Hi there, you."
+
+
 # ---- the real SDK against the daemon ------------------------------------------------------------
 
 

@@ -78,12 +78,15 @@ async def stream(
         if started is not None:
             started.set()
         step = int(rate * frame_seconds)
-        for offset in range(0, len(samples), step):
-            chunk = samples[offset : offset + step].tobytes()
-            await ws.send(chunk if json_mode else msgpack.packb({"type": "audio", "data": chunk}))
-            await asyncio.sleep(frame_seconds / speed)
-        if stop:
-            await ws.send(json.dumps({"type": "stop"}) if json_mode else msgpack.packb({"type": "stop"}))
+        try:
+            for offset in range(0, len(samples), step):
+                chunk = samples[offset : offset + step].tobytes()
+                await ws.send(chunk if json_mode else msgpack.packb({"type": "audio", "data": chunk}))
+                await asyncio.sleep(frame_seconds / speed)
+            if stop:
+                await ws.send(json.dumps({"type": "stop"}) if json_mode else msgpack.packb({"type": "stop"}))
+        except ConnectionClosed:
+            pass  # the daemon closed mid-stream (a shutdown): what it sent is in `result`
         await asyncio.wait_for(reader, timeout=120)
         result.close_code = ws.close_code
     return result

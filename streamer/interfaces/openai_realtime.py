@@ -221,17 +221,19 @@ class RealtimeSession:
 
     # ---- our stream's messages ----------------------------------------------------------------
 
-    def translate(self, messages: Sequence[ServerMessage], speech_pending: bool) -> list[dict[str, Any]]:
+    def translate(self, messages: Sequence[ServerMessage], text_pending: bool) -> list[dict[str, Any]]:
+        """Our messages as Realtime events. `text_pending`: the turn awaiting completion has text
+        still to come (with server VAD: the stream has speech pending; with manual turns: the
+        flush of the client's commit has not been decoded yet, whatever the VAD hears, since the
+        client may cut a turn mid-speech). A stable that agreement commits before that flush
+        is no sign of it: completing then would cut the turn's transcript short."""
         out: list[dict[str, Any]] = []
         for message in messages:
             if isinstance(message, VadEvent) and self.turn_detection is not None:
                 out.extend(self._vad(message))
             elif isinstance(message, Stable):
                 out.extend(self._stable(message))
-        # A commit flushes all pending text at once: the batch bringing it ends the turn, even
-        # while the stream's VAD still hears speech (the client cut the turn mid-speech).
-        flushed = self.turn_detection is None and any(isinstance(m, Stable) for m in messages)
-        if self.awaiting_completion and (not speech_pending or flushed):
+        if self.awaiting_completion and not text_pending:
             out.extend(self._complete())
         return out
 

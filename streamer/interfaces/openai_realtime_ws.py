@@ -45,11 +45,15 @@ class RealtimeConnection:
         self._stream: Stream | None = None
         self.sink = TranslatingSink(websocket, self._translate, self._on_error)
 
-    def _speech_pending(self) -> bool:
-        return self._stream is not None and self._stream.session.undecoded_since is not None
+    def _text_pending(self) -> bool:
+        """Whether the turn awaiting completion has text to come (`RealtimeSession.translate`)."""
+        if self._stream is None:
+            return False
+        session = self._stream.session
+        return session.final_pending if self._session.turn_detection is None else session.undecoded_since is not None
 
     def _translate(self, batch: Sequence[ServerMessage]) -> list[Frame]:
-        return _frames(self._session.translate(batch, self._speech_pending()))
+        return _frames(self._session.translate(batch, self._text_pending()))
 
     def _on_error(self, code: int, message: str) -> list[Frame]:
         event = self._session.error(RealtimeError("stream_error", message), None)
@@ -92,4 +96,4 @@ class RealtimeConnection:
                 self._host.feed(self._stream, action.pcm)
         else:
             self._host.flush(self._stream)
-            self.sink.send_frames(_frames(self._session.translate([], self._speech_pending())))  # nothing pending: completed at once
+            self.sink.send_frames(_frames(self._session.translate([], self._text_pending())))  # nothing pending: completed at once
