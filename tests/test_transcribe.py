@@ -13,7 +13,7 @@ from benchmarks.wer import word_error_rate
 from model.audio import SAMPLE_RATE, load_audio
 from model.decoding import model_tokenizer
 from model.timing import dtw, median_filter
-from model.transcribe import WindowOptions, decode_windows, main, split_segments, transcribe, transcribe_many
+from model.transcribe import WindowOptions, decode_windows, encoder_frames, main, split_segments, transcribe, transcribe_many
 from tests.conftest import clip_by_id
 
 # ---------------------------------------------------------------- pure pieces
@@ -71,7 +71,35 @@ def test_median_filter_reflects_at_the_edges():
         assert torch.equal(median_filter(y, width), windows.median(dim=-1).values.reshape(y.shape))
 
 
+def test_encoder_windows_hold_the_audio_and_the_padding_in_5_s_steps():
+    assert encoder_frames(3 * SAMPLE_RATE, None) == 3000  # whole windows, as offline
+    assert encoder_frames(10 * SAMPLE_RATE, 10.0) == 2000  # 20 s
+    assert encoder_frames(round(10.5 * SAMPLE_RATE), 10.0) == 2500  # rounded up to 25 s
+    assert encoder_frames(0, 4.0) == 500
+    assert encoder_frames(25 * SAMPLE_RATE, 10.0) == 3000  # never past 30 s
+    for bad in ({"encoder_padding": 2.0}, {"encoder_padding": 31.0}, {"max_token_rate": 0.0}):
+        with pytest.raises(ValueError):
+            WindowOptions(**bad)
+
+
 # ---------------------------------------------------------------- the real model
+
+
+def test_a_short_encoder_window_hears_what_a_whole_one_hears(tiny_en, shared_data):
+    """The streaming daemon's windows (audio + 10 s of silence) give the words of 30 s ones, with
+    their times; a token cap stops the decode at its limit."""
+    clip = clip_by_id(shared_data, "lj_LJ001-0005")  # 8.1 s: a 20 s window
+    audio = load_audio(clip.path)
+    whole, short = (
+        decode_windows(tiny_en, [audio], WindowOptions(language="en", word_timestamps=True, encoder_padding=padding), [[]])[0]
+        for padding in (None, 10.0)
+    )
+    assert word_error_rate([clip.text], [short.text]) < 0.15
+    assert word_error_rate([whole.text], [short.text]) <= 0.1
+    words = [w for s in short.segments for w in s.words]
+    assert words and all(0 <= w.start <= w.end <= short.duration + 0.01 for w in words)
+    capped = decode_windows(tiny_en, [audio], WindowOptions(language="en", max_token_rate=1.0), [[]])[0]
+    assert len(capped.tokens) <= 16 + 9 < len(whole.tokens)
 
 
 def test_windows_with_prompts_batch_like_alone(tiny_en, shared_data):
