@@ -77,9 +77,9 @@ def test_encoder_windows_hold_the_audio_and_the_padding_in_5_s_steps():
     assert encoder_frames(round(10.5 * SAMPLE_RATE), 10.0) == 2500  # rounded up to 25 s
     assert encoder_frames(0, 4.0) == 500
     assert encoder_frames(25 * SAMPLE_RATE, 10.0) == 3000  # never past 30 s
-    for bad in ({"encoder_padding": 2.0}, {"encoder_padding": 31.0}, {"max_token_rate": 0.0}):
+    for bad in (lambda: WindowOptions(encoder_padding=2.0), lambda: WindowOptions(encoder_padding=31.0), lambda: WindowOptions(max_token_rate=0.0)):
         with pytest.raises(ValueError):
-            WindowOptions(**bad)
+            bad()
 
 
 # ---------------------------------------------------------------- the real model
