@@ -496,6 +496,24 @@ def test_the_first_decode_to_hear_new_speech_is_a_first_partial_and_the_rest_are
     assert sum(kinds.count(TickKind.PARTIAL) for kinds in heard) > 10
 
 
+def test_the_first_decode_of_speech_after_context_hears_it_alone_for_the_partial(mixed) -> None:
+    """After a short pause the last utterance stays as context, and a whole decode of the window
+    mostly ends its text before the new half second: the first decode of the new speech is a probe
+    of it alone (from its onset, the text before as the prompt), whose words are the partial."""
+    clip, audio = mixed
+    script = scripted_words(clip, 2)
+    produced, requests = drive(new_session(), audio[: int(clip.segments[1].end_s * SAMPLE_RATE)], lambda r: hear(script, r))
+    second = clip.segments[1]
+    probe = next(r for r in requests if r.probe)
+    first_end = next(w.end for w in script if w.ends_segment)
+    assert not probe.context and not probe.final and first_end < probe.window_start <= second.start_s + 0.3
+    assert probe.prompt.endswith(next(w.text for w in script if w.ends_segment))  # the first utterance, as text
+    after = [m for t, m in produced if isinstance(m, Partial) and t >= probe.window_end]
+    assert after[0].text and after[0].start >= probe.window_start  # the new speech's first words, at once
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+
+
 def test_a_stream_sets_its_own_endpoint_silence(mixed) -> None:
     """`start.endpoint_silence` (the drop-in interfaces' endpointing) overrides the daemon's: the
     clip's 0.8 s pauses end utterances at 0.4 s, not at 2 s; either way no word is lost."""
@@ -577,7 +595,7 @@ def test_buffer_is_trimmed_at_the_last_commit(mixed) -> None:
     clip, audio = mixed
     script = scripted_words(clip, 3)
     _, requests = drive(new_session(), audio, lambda r: hear(script, r))
-    starts = [r.window_start for r in requests]
+    starts = [r.window_start for r in requests if not r.probe]  # a probe hears new speech alone, not the buffer
     assert starts == sorted(starts)
     assert starts[-1] > clip.segments[2].start_s - 1.0  # the third utterance is decoded on its own
     for request in requests:
@@ -598,11 +616,15 @@ def test_a_decode_is_drafted_from_the_last_one_of_the_same_window_start(mixed) -
 
     drive(new_session(), audio, respond)
     drafted = 0
-    for (before, answer), (request, _) in itertools.pairwise(answered):
+    # A probe (new speech heard alone) neither takes a draft nor leaves one: the decode after it
+    # is drafted from the last decode of the buffer.
+    decodes = [(request, answer) for request, answer in answered if not request.probe]
+    assert all(not request.draft for request, _ in answered if request.probe)
+    for (before, answer), (request, _) in itertools.pairwise(decodes):
         same = (before.window_start, before.prompt) == (request.window_start, request.prompt)
         assert request.draft == (answer.tokens if same else ())
         drafted += same
-    assert 0 < drafted < len(answered) - 1  # most ticks are drafted, not those after a cut
+    assert 0 < drafted < len(decodes) - 1  # most ticks are drafted, not those after a cut
 
 
 def test_the_prompt_ends_where_a_segment_ends(mixed) -> None:

@@ -86,6 +86,13 @@ class ResultRules:
         self._hypothesis = Heard(words, request.window_end, verdict.heard_until, request.speech_epoch, hypothesis.language)
         return messages + self._decide(self._hypothesis, final=final, until=until, truncated=request.truncated)
 
+    def _show_probe(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]:
+        """A probe's words (`TickRequest.probe`) after the pending ones before it, as the partial;
+        nothing is agreed on or committed, and the next decode hears the whole buffer again."""
+        verdict = guard(hypothesis, request.window_start, request.window_end, self._config.stream, tail_retried=False)
+        before = [w for w in self._partial_words if w.end <= request.window_start]
+        return self._update_partial(before + verdict.words)
+
     def _decode_again(self, request: TickRequest) -> list[ServerMessage]:
         """`request`'s hypothesis is not to be agreed with: the next decode, final if it was,
         hears its audio again (the caller changed how)."""

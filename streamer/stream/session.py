@@ -41,6 +41,8 @@ from .results import ResultRules
 from .tick import Hypothesis, TickKind, TickRequest, Word
 from .vad import FRAME_SAMPLES
 
+PROBE_AFTER = 1.0  # s of audio before new speech from which its first decode is a probe (`Session._probe_request`)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -245,6 +247,8 @@ class Session(ResultRules):
     def make_tick_request(self) -> TickRequest:
         if not self.wants_tick:
             raise RuntimeError(f"session {self.id}: no tick is due")
+        if self.due_tick is TickKind.FIRST and (probe := self._probe_request()) is not None:
+            return self._send(probe)
         buffer = self._buffer.audio
         audio = buffer.window(N_SAMPLES)
         prompt = self._buffer.prompt_text()
@@ -271,7 +275,27 @@ class Session(ResultRules):
             voiced_total=self._endpointer.vad.voiced_seconds,
         )
         self._endpointer.final_reason = None
-        self._last_request_end = buffer.start + len(audio)
+        return self._send(request)
+
+    def _probe_request(self) -> TickRequest | None:
+        """The first decode of new speech as a probe (`TickRequest.probe`), when the window would
+        hold more than `PROBE_AFTER` s before it: there Whisper, done with the earlier speech, mostly
+        ends its text before the new half second (a whole decode that showed nothing), and the
+        probe's short window costs a fraction of the whole one's."""
+        buffer, preroll = self._buffer.audio, self._config.vad.preroll
+        begin = max(buffer.start, int((self._endpointer.onset - preroll) * SAMPLE_RATE))
+        if self._lang.holding or begin - buffer.start < PROBE_AFTER * SAMPLE_RATE:
+            return None
+        audio = buffer.window(N_SAMPLES)[begin - buffer.start :]
+        prompt = self._buffer.prompt_text() + "".join(w.text for w in (*self._buffer.committed, *self._partial_words) if w.end <= begin / SAMPLE_RATE)
+        self._serial += 1
+        return TickRequest(
+            self.id, self._serial, audio, begin / SAMPLE_RATE, prompt[-self._config.stream.prompt_chars :], self._lang.request_language(begin / SAMPLE_RATE),
+            self._start.task, final=False, commit_until=None, speech_epoch=self._endpointer.epoch, probe=True,
+        )
+
+    def _send(self, request: TickRequest) -> TickRequest:
+        self._last_request_end = int(request.window_end * SAMPLE_RATE + 0.5)
         self._onset_heard = True
         self._in_flight = request
         return request
@@ -287,6 +311,8 @@ class Session(ResultRules):
         if self._in_flight is not request:
             raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
         self._in_flight = None
+        if request.probe:
+            return self._show_probe(request, hypothesis) + self._maybe_end()
         self._draft = (request.window_start, request.prompt, hypothesis.tokens)
         return self._apply(request, hypothesis) + self._maybe_end()
 

@@ -71,6 +71,9 @@ class TickRequest:
     detect_from: float | None = None
     detect_until: float | None = None
     voiced_total: float = 0.0  # the VAD's voiced seconds of the stream up to the window's end
+    # The first decode of new speech, heard alone from its onset (the text before it as the
+    # prompt): its words are shown as the partial, neither agreed on nor committed.
+    probe: bool = False
 
     @property
     def window_end(self) -> float:
