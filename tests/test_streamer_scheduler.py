@@ -235,6 +235,35 @@ def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> 
     assert commit - commit_due < 0.1
 
 
+def test_the_first_decode_of_new_speech_is_never_held_for_the_budget() -> None:
+    """With the budget spent on other streams' partials, a stream's first decode of new speech
+    (its first words) still goes at once, as a commit does."""
+    worker = ClockedWorker(per_row=0.3)
+    sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
+    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)
+    first_due = 0.0
+
+    async def scenario() -> None:
+        nonlocal first_due
+        task = asyncio.create_task(scheduler.run())
+        began = time.monotonic()
+        while time.monotonic() - began < 1.5:
+            for session in sessions.values():
+                if session.due_tick is None and session.id != "f":
+                    session.due_tick = TickKind.PARTIAL
+                    scheduler.wake(session)
+            if "f" not in sessions and time.monotonic() - began > 0.9:
+                sessions["f"] = ScriptedSession("f", TickKind.FIRST)
+                first_due = time.monotonic()
+                scheduler.wake(sessions["f"])
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    first = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "f")
+    assert first - first_due < 0.1
+
+
 def test_a_stream_speaking_alone_is_not_held_to_the_busy_share() -> None:
     """No other stream has speech pending, so no commit can wait behind its partials: with
     `partial_busy` 0.5 and 0.3 s a row, one speaking stream (beside a silent one) still gets a

@@ -16,14 +16,16 @@ partial. The batch takes the earliest deadlines, as many as fit the step budget
 a CPU, where rows cost the same batched or not, a commit never waits behind a long batch; on a
 GPU, where rows are nearly free, batches grow to `max_batch`.
 
-Decodes that commit nothing (the first to hear new speech included) are held back while the worker
-has been busy more than `model.partial_busy` of the time (a token bucket, `PartialBudget`), but
-only when holding them can serve a commit: a decode cannot be preempted, so a commit that comes
-due while a partial runs waits for it. That can happen only when two or more streams have speech
-pending (a stream alone, or beside silent ones, has no other stream's commit to wait for: its
-partials go on as fast as the worker allows). The rest of the time is headroom in which commits
-find the worker free; partials thin out as speaking streams grow (first ones ahead of the rest),
-commits do not.
+Partials (decodes that commit nothing, but for the first of new speech) are held back while the
+worker has been busy more than `model.partial_busy` of the time (a token bucket, `PartialBudget`),
+but only when holding them can serve a commit: a decode cannot be preempted, so a commit that
+comes due while a partial runs waits for it. That can happen only when two or more streams have
+speech pending (a stream alone, or beside silent ones, has no other stream's commit to wait for:
+its partials go on as fast as the worker allows). The rest of the time is headroom in which
+commits find the worker free; partials thin out as speaking streams grow, commits do not. The
+first decode of new speech (`TickKind.FIRST`) is never held: it brings the utterance's first words,
+once per utterance, and hears a short window (a probe: `streamer.stream.session`), so a commit
+waits little behind it; it still drains the bucket.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,
@@ -191,10 +193,10 @@ class TickScheduler(Generic[StreamT]):
         now = time.monotonic()
         due = self._due(now)
         self._partials_held = (
-            any(not d.kind.commits for d in due) and self._commits_contend() and not self._partials.allows(now, self._row_seconds or 0.0)
+            any(d.kind is TickKind.PARTIAL for d in due) and self._commits_contend() and not self._partials.allows(now, self._row_seconds or 0.0)
         )
         if self._partials_held:
-            due = [d for d in due if d.kind.commits]
+            due = [d for d in due if d.kind is not TickKind.PARTIAL]
         size = self.batch_size
         self._waiting = max(0, len(due) - size)
         self._metrics.worker_queue_depth.set(self._waiting)
