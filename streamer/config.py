@@ -125,6 +125,7 @@ class StreamConfig:
     max_buffer: float = 25.0  # commit at once when the uncommitted audio reaches this (< 30 s window)
     trim_after: float = 20.0  # a longer buffer is cut after its last committed word even mid-segment
     agreement_margin: float = 1.0  # seconds of audio a word must be followed by before agreement commits it
+    agreement_gap: float = 0.6  # seconds of audio at least between two decodes that agree (local agreement)
     overlap: float = 10.0  # seconds of committed words kept at the buffer's start, forced as the decoder's context
     max_session_seconds: float = 4 * 3600.0  # stream length limit (close 4408)
     prompt_chars: int = 200  # committed text given back to the decoder as the previous context
@@ -158,6 +159,7 @@ class StreamConfig:
         _check(2.0 <= self.max_buffer <= 29.0, f"stream.max_buffer must be in 2..29 s, got {self.max_buffer}")
         _check(0.0 <= self.overlap <= self.trim_after / 2, f"stream.overlap must be in 0..trim_after/2 s, got {self.overlap}")
         _check(0.0 <= self.agreement_margin <= 3.0, f"stream.agreement_margin must be in 0..3 s, got {self.agreement_margin}")
+        _check(0.0 <= self.agreement_gap <= 3.0, f"stream.agreement_gap must be in 0..3 s, got {self.agreement_gap}")
         _check(1.0 <= self.trim_after <= self.max_buffer, f"stream.trim_after must be in 1..max_buffer s, got {self.trim_after}")
         _check(self.max_session_seconds > 0, f"stream.max_session_seconds must be > 0, got {self.max_session_seconds}")
         _check(self.prompt_chars >= 0, f"stream.prompt_chars must be >= 0, got {self.prompt_chars}")

@@ -35,6 +35,22 @@ def test_local_agreement_ignores_case_and_punctuation_only() -> None:
     assert policy.decide(words("hello world"), final=False) == 1
 
 
+def test_local_agreement_compares_decodes_that_heard_enough_apart() -> None:
+    """With `gap` 0.6 s, a decode agrees with the latest one that heard at least 0.6 s less:
+    two decodes 0.3 s apart hear nearly the same and make the same mistakes."""
+    policy = LocalAgreement(2, gap=0.6)
+    assert policy.decide(words("the cat"), final=False, window_end=1.0) == 0
+    assert policy.decide(words("the cat sat"), final=False, window_end=1.3) == 0  # only 0.3 s later
+    assert policy.decide(words("the cat sat on"), final=False, window_end=1.6) == 2  # against the one at 1.0
+    # The decode at 1.3 began with the committed words: its "sat" is agreed on 0.6 s later.
+    assert policy.decide(words("sat on the"), final=False, window_end=1.9) == 1
+    assert policy.decide(words("on the mat"), final=False, window_end=2.2) == 1  # the one at 1.6 heard "on" only
+    # A hypothesis of unknown end (a stream continued elsewhere) is one to agree with at once.
+    resumed = LocalAgreement(2, gap=0.6)
+    resumed.decide(words("one two"), final=False)
+    assert resumed.decide(words("one two three"), final=False, window_end=5.0) == 2
+
+
 def test_reset_forgets_the_previous_hypothesis() -> None:
     policy = LocalAgreement(2)
     policy.decide(words("one two"), final=False)
@@ -43,17 +59,22 @@ def test_reset_forgets_the_previous_hypothesis() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=12))
-def test_committed_words_are_a_prefix_of_the_hypothesis_they_come_from(hypotheses: list[list[str]]) -> None:
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=12), st.sampled_from([0.0, 0.6]))
+def test_committed_words_are_a_prefix_of_the_hypothesis_they_come_from(hypotheses: list[list[str]], gap: float) -> None:
     """Whatever the hypotheses, a commit takes words from the current one's front, and only
-    words that the previous hypothesis had in the same place (so nothing is ever taken back)."""
-    policy = LocalAgreement(2)
-    previous: list[str] = []
-    for hypothesis in hypotheses:
-        count = policy.decide(words(" ".join(hypothesis)), final=False)
+    words that an earlier hypothesis (at least `gap` s before; decodes 0.3 s apart) had in the
+    same place, after the words committed since (so nothing is ever taken back)."""
+    policy = LocalAgreement(2, gap=gap)
+    earlier: list[tuple[float, list[str]]] = []
+    committed = 0
+    for i, hypothesis in enumerate(hypotheses):
+        end = 0.3 * (i + 1)
+        count = policy.decide(words(" ".join(hypothesis)), final=False, window_end=end)
         assert 0 <= count <= len(hypothesis)
-        assert hypothesis[:count] == previous[:count]
-        previous = hypothesis[count:]
+        if count:
+            assert any(h[:count] == hypothesis[:count] for t, h in earlier if t <= end - gap + 1e-6)
+        earlier = [(t, h[count:]) for t, h in earlier if h[:count] == hypothesis[:count]] + [(end, hypothesis[count:])]
+        committed += count
 
 
 def test_re_heard_committed_words_are_found_by_text_not_by_time() -> None:

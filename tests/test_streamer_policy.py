@@ -33,7 +33,7 @@ def test_local_agreement_n_is_how_many_decodes_must_agree() -> None:
 
 
 def test_commit_count_leaves_words_near_the_windows_end_and_after_the_endpoint() -> None:
-    policy = make_policy("local-agreement", StreamConfig(agreement_margin=1.0))
+    policy = make_policy("local-agreement", StreamConfig(agreement_margin=1.0, agreement_gap=0.0))  # two decodes of one window
     heard = words("and so my fellow americans")  # ends at 2.4 s
     assert commit_count(policy, heard, final=False, until=None, truncated=False, window_end=2.5) == 0
     assert commit_count(policy, heard, final=False, until=None, truncated=False, window_end=2.5) == 3

@@ -189,6 +189,9 @@ def test_the_partial_budget_fills_at_its_share_no_deeper_than_a_row() -> None:
     budget.spend(10.0, 0.3, depth=0.3)
     assert not budget.allows(10.0, depth=0.3)
     assert PartialBudget(1.0, now=0.0).allows(0.0, depth=0.0)  # 1: no limit
+    assert budget.allows(10.0, depth=0.3, overdraw=0.3)  # 0.3 short: a first decode may still go...
+    budget.spend(10.0, 0.3, depth=0.3)
+    assert not budget.allows(10.0, depth=0.3, overdraw=0.3)  # ...not 0.6 short
 
 
 class ClockedWorker(CostWorker):
@@ -235,9 +238,9 @@ def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> 
     assert commit - commit_due < 0.1
 
 
-def test_the_first_decode_of_new_speech_is_never_held_for_the_budget() -> None:
-    """With the budget spent on other streams' partials, a stream's first decode of new speech
-    (its first words) still goes at once, as a commit does."""
+def test_the_first_decode_of_new_speech_may_overdraw_the_budget_by_a_row() -> None:
+    """With the budget spent on other streams' partials (a row or less short), a stream's first
+    decode of new speech (its first words) still goes at once, as a commit does."""
     worker = ClockedWorker(per_row=0.3)
     sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
     scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)

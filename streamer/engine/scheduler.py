@@ -23,9 +23,9 @@ comes due while a partial runs waits for it. That can happen only when two or mo
 speech pending (a stream alone, or beside silent ones, has no other stream's commit to wait for:
 its partials go on as fast as the worker allows). The rest of the time is headroom in which
 commits find the worker free; partials thin out as speaking streams grow, commits do not. The
-first decode of new speech (`TickKind.FIRST`) is never held: it brings the utterance's first words,
-once per utterance, and hears a short window (a probe: `streamer.stream.session`), so a commit
-waits little behind it; it still drains the bucket.
+first decode of new speech (`TickKind.FIRST`) may overdraw the bucket by one row: it brings the
+utterance's first words, once per utterance, and hears a short window (a probe:
+`streamer.stream.session`), so a commit waits little behind it; under heavier load it is held too.
 
 A failed batch (out of memory, a CUDA error) fails only its ticks: the requests are abandoned, so
 their audio stays in the sessions' buffers and the next tick retries it; batches shrink (halved,
@@ -99,11 +99,12 @@ class PartialBudget:
         self._tokens = min(depth, self._tokens + self._share * (now - self._at))
         self._at = now
 
-    def allows(self, now: float, depth: float) -> bool:
+    def allows(self, now: float, depth: float, overdraw: float = 0.0) -> bool:
+        """Whether a partial may start now; `overdraw`: seconds the bucket may be short of it."""
         if self._share >= 1.0:
             return True
         self._fill(now, depth)
-        return self._tokens >= 0.0
+        return self._tokens >= -overdraw
 
     def spend(self, now: float, seconds: float, depth: float) -> None:
         self._fill(now, depth)
@@ -192,11 +193,10 @@ class TickScheduler(Generic[StreamT]):
     def _take_batch(self) -> list[tuple[_Due[StreamT], TickRequest]]:
         now = time.monotonic()
         due = self._due(now)
-        self._partials_held = (
-            any(d.kind is TickKind.PARTIAL for d in due) and self._commits_contend() and not self._partials.allows(now, self._row_seconds or 0.0)
-        )
+        held = self._held_kinds(now) if any(not d.kind.commits for d in due) else set()
+        self._partials_held = any(d.kind in held for d in due)
         if self._partials_held:
-            due = [d for d in due if d.kind is not TickKind.PARTIAL]
+            due = [d for d in due if d.kind not in held]
         size = self.batch_size
         self._waiting = max(0, len(due) - size)
         self._metrics.worker_queue_depth.set(self._waiting)
@@ -206,6 +206,16 @@ class TickScheduler(Generic[StreamT]):
             del self._due_since[entry.session.id]
             batch.append((entry, entry.session.make_tick_request()))
         return batch
+
+    def _held_kinds(self, now: float) -> set[TickKind]:
+        """The kinds of decode the partial budget holds back now: none while no commit can wait
+        behind them; first decodes of new speech only once the bucket is a whole row short."""
+        if not self._commits_contend():
+            return set()
+        row = self._row_seconds or 0.0
+        if self._partials.allows(now, row):
+            return set()
+        return {TickKind.PARTIAL} if self._partials.allows(now, row, overdraw=row) else {TickKind.PARTIAL, TickKind.FIRST}
 
     def _commits_contend(self) -> bool:
         """Whether a partial could delay another stream's commit: two streams have speech pending."""

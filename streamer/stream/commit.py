@@ -39,33 +39,46 @@ class LocalAgreement:
     """LocalAgreement-n (Macháček et al., whisper_streaming) at word level.
 
     The longest common prefix of the last `n` hypotheses is committed. With n=2, a word is
-    stable once two consecutive decodes, the second one seeing more audio, agree on it.
+    stable once two decodes, the second one seeing more audio, agree on it.
 
     A word ending within `margin` s of the window's end may be cut off, or misheard for want of
     what follows, the same way twice: it is not agreed on until the audio after it is heard.
+
+    The hypotheses that agree must have heard at least `gap` s of audio apart: two decodes a
+    fraction of a second apart hear nearly the same and make the same mistake ("than" heard as
+    "then" twice); with the worker fast enough for a decode every tick, a lone stream committed
+    such words (its WER in `benchmarks.capacity` rose from ~2.7 to 4.7 %).
     """
 
-    def __init__(self, n: int = 2, margin: float = 0.0) -> None:
+    HISTORY = 8  # decodes kept to find the one `gap` before the newest
+
+    def __init__(self, n: int = 2, margin: float = 0.0, gap: float = 0.0) -> None:
         if n < 2:
             raise ValueError(f"LocalAgreement needs n >= 2, got {n}")
         self._n = n
         self._margin = margin
-        self._history: list[list[str]] = []
+        self._gap = gap
+        self._history: list[tuple[float, list[str]]] = []  # (window end, uncommitted word keys), oldest first
 
     def decide(self, words: Sequence[Word], *, final: bool, window_end: float = math.inf) -> int:
         if not final:
             words = words[: before_edge(words, window_end, self._margin)]
         keys = [word_key(w) for w in words]
         if final:
-            count = len(words)
-        else:
-            count = 0
-            if len(self._history) == self._n - 1:
-                count = len(keys)
-                for earlier in self._history:
-                    count = min(count, _common_prefix(earlier, keys))
-        # What is left after the commit is the next decode's prefix to agree with.
-        self._history = [] if final else ([h[count:] for h in self._history] + [keys[count:]])[-(self._n - 1) :]
+            self._history = []
+            return len(words)
+        earlier = [h for end, h in self._history if end <= window_end - self._gap + 1e-6][-(self._n - 1) :]
+        count = 0
+        if len(earlier) == self._n - 1:
+            count = len(keys)
+            for h in earlier:
+                count = min(count, _common_prefix(h, keys))
+        # What is left after the commit is the next decodes' prefix to agree with; a hypothesis
+        # that did not begin with the committed words has nothing left to agree on.
+        done = keys[:count]
+        kept = [(end, h[count:]) for end, h in self._history if h[:count] == done]
+        # A hypothesis of unknown end (a stream continued elsewhere) counts as heard long before.
+        self._history = (kept + [(window_end if math.isfinite(window_end) else -math.inf, keys[count:])])[-self.HISTORY :]
         return count
 
     def reset(self) -> None:

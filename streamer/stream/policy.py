@@ -11,7 +11,7 @@ from .tick import Word
 def make_policy(name: str, stream: StreamConfig) -> CommitPolicy:
     """The policy called `name` (one of `COMMIT_POLICIES`); ValueError for any other."""
     if name == "local-agreement":
-        return LocalAgreement(stream.local_agreement_n, stream.agreement_margin)
+        return LocalAgreement(stream.local_agreement_n, stream.agreement_margin, stream.agreement_gap)
     if name == "alignatt":
         return AlignAtt(stream.alignatt_margin)
     raise ValueError(f"unknown commit policy {name!r} (known: {', '.join(COMMIT_POLICIES)})")
