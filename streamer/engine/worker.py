@@ -176,10 +176,15 @@ class ModelWorker:
         tokenizer = model_tokenizer(model)
         hypotheses: list[Hypothesis | None] = [None] * len(requests)
         # One WindowOptions per call: rows that differ in language or task go in separate calls.
-        groups: dict[tuple[str | None, str, tuple[str, ...]], list[int]] = {}
+        # On the CPU every row goes alone: a batched decode costs no less per row there, and more
+        # (its steps run until the longest row ends, its drafts stand only while every row follows
+        # its own, and its encoder window is its longest row's).
+        groups: dict[tuple[str | None, str, tuple[str, ...]] | int, list[int]] = {}
+        alone = model.device.type == "cpu"
         for i, request in enumerate(requests):
-            groups.setdefault((request.language, request.task, request.languages), []).append(i)
-        for (language, task, candidates), rows in groups.items():
+            groups.setdefault(i if alone else (request.language, request.task, request.languages), []).append(i)
+        for rows in groups.values():
+            language, task, candidates = requests[rows[0]].language, requests[rows[0]].task, requests[rows[0]].languages
             options = replace(self._options, language=language, task=task, language_candidates=candidates)
             prompts = [tokenizer.encode(requests[i].prompt) if requests[i].prompt else [] for i in rows]
             drafts = [requests[i].draft for i in rows]
