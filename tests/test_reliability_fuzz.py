@@ -35,7 +35,7 @@ from .test_streamer_daemon import Transcript, check_well_formed, stream
 pytestmark = pytest.mark.slow
 
 MESSAGES_PER_CONNECTION = 48
-CONNECTIONS = 260  # × 48 = 12,480 messages, about 11,000 of them up to the hostile one
+CONNECTIONS = 280  # × 48 = 13,440 messages, about 11,200 of them up to the hostile one
 REQUIRED_MESSAGES = 10_000
 # Every way the daemon may end a fuzzed connection; 1011 (internal error) is a bug, not in here.
 DOCUMENTED_CLOSE_CODES = {1000, 1001, 1009, 4400, 4401, 4403, 4404, 4408, 4409, 4413, 4415, 4429}
@@ -137,15 +137,19 @@ class Script:
 def connection_script(draw: st.DrawFn) -> Script:
     json_mode = draw(st.booleans())
     encoding = draw(st.sampled_from(["pcm_s16le", "f32le"]))
-    if draw(st.integers(0, 9)) == 0:
+    # The script's shape comes from a seeded numpy generator, not from hypothesis: hypothesis
+    # leans its integers towards edges and towards constants found in the loaded modules, so the
+    # messages handled would depend on which other tests ran first (10,997 alone, 9,636 in the
+    # whole suite), where a uniform draw gives ~40 a connection either way.
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if rng.integers(10) == 0:
         first = draw(hostile_message(json_mode))  # not even a proper start
         hostile_at = 0
     else:
         body = {"type": "start", "sample_rate": draw(st.sampled_from([8000, 16000, 48000])), "encoding": encoding}
         first = json.dumps(body) if json_mode else msgpack.packb(body)
         # Where the one hostile message goes (if any): the daemon handles every frame before it.
-        hostile_at = draw(st.integers(MESSAGES_PER_CONNECTION * 3 // 4, MESSAGES_PER_CONNECTION + 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        hostile_at = int(rng.integers(MESSAGES_PER_CONNECTION * 3 // 4, MESSAGES_PER_CONNECTION + 6))
     frames: list[Frame] = [first]
     for i in range(1, MESSAGES_PER_CONNECTION):
         frames.append(draw(hostile_message(json_mode)) if i >= hostile_at else draw(valid_message(json_mode, encoding, rng)))
@@ -217,7 +221,9 @@ def test_fuzzed_connections_leave_the_daemon_and_a_good_session_intact(daemon: D
         fuzz()
     finally:
         worker.join(timeout=180)
-    assert tally.processed >= REQUIRED_MESSAGES, f"only {tally.processed} messages reached the daemon's handling"
+    assert tally.processed >= REQUIRED_MESSAGES, (
+        f"only {tally.processed} messages reached the daemon's handling; close codes {sorted(tally.close_codes.items())}"
+    )
     assert daemon.process.poll() is None, "the daemon died"
     with urllib.request.urlopen(daemon.http_url + "/healthz", timeout=10) as response:
         assert response.status == 200
