@@ -21,6 +21,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /app
 RUN pip install --index-url "https://download.pytorch.org/whl/${DEVICE}" torch
 COPY pyproject.toml README.md ./
+COPY wire ./wire
+COPY captions ./captions
 COPY model ./model
 COPY streamer ./streamer
 COPY clients ./clients

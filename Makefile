@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test install-bench system-deps run lint test bench bench-stream clean
+.PHONY: install install-test install-bench system-deps run lint test test-fast bench bench-stream clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ lint: install-test
 
 test: install-test system-deps lint
 	$(PY) -m pytest -q -ra
+
+# Lint, then the tests that load no model and start no daemon (not marked `slow`; tests/conftest.py
+# marks them and fails an unmarked one that does): under a minute on two cores.
+test-fast: install-test lint
+	$(PY) -m pytest -q -ra -m "not slow"
 
 bench: install-bench
 	$(PY) -m benchmarks.offline

@@ -36,7 +36,8 @@ from redis import Redis
 from clients.audio_file import AudioClip, read_audio
 from clients.connection import ConnectOptions, Resumed, ResumingStream
 from clients.pacing import PacingOptions, paced_frames
-from clients.protocol import Received, Stable, StartOptions
+from clients.protocol import Received
+from wire import Stable, Start
 
 from .cluster import Cluster, Replica
 from .data import DATA_DIR, Clip, load_manifest
@@ -97,7 +98,7 @@ async def play(url: str, clip: Clip, audio: AudioClip, pace: float, run: StreamR
         if isinstance(received.message, Stable):
             run.stables.append((time.monotonic(), len(stream.resumes), received.message))
 
-    stream = ResumingStream(ConnectOptions(url), StartOptions(sample_rate=audio.sample_rate, language=clip.language), on_message)
+    stream = ResumingStream(ConnectOptions(url), Start(sample_rate=audio.sample_rate, language=clip.language), on_message)
     try:
         task = asyncio.ensure_future(stream.run(paced_frames(audio, PacingOptions(speed=pace))))
         while stream.session_id is None and not task.done():

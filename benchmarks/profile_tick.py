@@ -29,8 +29,8 @@ from model.audio import SAMPLE_RATE, load_audio
 from model.profile import STAGES
 from streamer.config import Config, ModelConfig
 from streamer.engine.worker import BatchResult, ModelWorker
-from streamer.protocol import Start
 from streamer.stream.session import ModelInfo, Session
+from wire import Start
 
 FRAME = SAMPLE_RATE // 10
 STAGGER = 1.7

@@ -27,8 +27,8 @@ from benchmarks.data import load_manifest
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, ModelConfig, StreamConfig
 from streamer.engine.worker import ModelWorker
-from streamer.protocol import LanguageDetected, Partial, ServerMessage, Stable, Start
 from streamer.stream.session import ModelInfo, Session
+from wire import LanguageDetected, Partial, ServerMessage, Stable, Start
 
 FRAME = SAMPLE_RATE // 10
 DEFAULT_CLIPS = "long_lj001_0001-0020,long_mixed_speakers,picovoice_empty_noise"

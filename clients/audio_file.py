@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from wire import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 
 class AudioInputError(Exception):

@@ -11,9 +11,11 @@ from typing import Any
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
+from wire import Framing
+
 from .audio_file import AudioInputError
 from .connection import ConnectOptions, StreamClosedError
-from .protocol import Framing, ServerProtocolError
+from .protocol import ServerProtocolError
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/stream"
 EXIT_STREAM_ERROR = 1  # the server closed the session with an error
@@ -24,14 +26,6 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("WHISPER_STREAMER_URL", DEFAULT_URL), help="stream endpoint, ws://HOST:PORT/v1/stream")
     parser.add_argument("--api-key", default=os.environ.get("WHISPER_STREAMER_API_KEY"), help="sent as 'Authorization: Bearer KEY' (default: $WHISPER_STREAMER_API_KEY)")
     parser.add_argument("--json-mode", action="store_true", help="speak the JSON framing instead of msgpack")
-    parser.add_argument("--language", default="auto", help="language code, or 'auto' (default)")
-    parser.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
-    parser.add_argument("--languages", type=language_list, default=(), help="with --language auto, detect only among these: es,en")
-
-
-def language_list(text: str) -> tuple[str, ...]:
-    """A comma-separated list of language codes ("es, en")."""
-    return tuple(code.strip() for code in text.split(",") if code.strip())
 
 
 def connect_options(args: argparse.Namespace) -> ConnectOptions:

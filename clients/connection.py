@@ -9,26 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from .protocol import (
-    NORMAL_CLOSE,
-    RESUMABLE_CLOSES,
-    ClientProtocol,
-    End,
-    ErrorMessage,
-    Framing,
-    Ready,
-    Received,
-    Stable,
-    StartOptions,
-    State,
-    UnacknowledgedAudio,
-    transcript_of,
-)
+from wire import CloseCode, End, ErrorMessage, Framing, Ready, Stable, Start
+
+from .protocol import RESUMABLE_CLOSES, ClientProtocol, Received, State, UnacknowledgedAudio, transcript_of
 
 
 class StreamClosedError(Exception):
@@ -67,7 +55,7 @@ class StreamConnection:
         self._send_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, connect_options: ConnectOptions, start: StartOptions) -> StreamConnection:
+    async def open(cls, connect_options: ConnectOptions, start: Start) -> StreamConnection:
         """Connect, send `start` and wait for `ready`; raises `StreamClosedError` when refused."""
         headers = {"Authorization": f"Bearer {connect_options.api_key}"} if connect_options.api_key else None
         websocket = await connect(
@@ -130,7 +118,7 @@ class StreamConnection:
     def _closed_error(self, exc: ConnectionClosed) -> StreamClosedError:
         code = exc.rcvd.code if exc.rcvd is not None else 1006
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        if code == NORMAL_CLOSE and self.protocol.state is not State.ENDED:
+        if code == CloseCode.NORMAL and self.protocol.state is not State.ENDED:
             reason = reason or "closed before 'end'"
         return StreamClosedError(code, reason, self.last_error)
 
@@ -187,7 +175,7 @@ class ResumingStream:
     def __init__(
         self,
         connect_options: ConnectOptions,
-        start: StartOptions,
+        start: Start,
         on_message: Callable[[Received], None],
         policy: ReconnectPolicy = ReconnectPolicy(),
         on_resume: Callable[[Resumed], None] = lambda resumed: None,
@@ -291,7 +279,7 @@ class ResumingStream:
         """A new connection that took the stream back, and the audio to send it again."""
         assert self.session_id is not None
         lost_at = time.monotonic()
-        resume = replace(self.start, resume_session_id=self.session_id, resume_last_stable_id=self.last_stable_id)
+        resume = self.start.resuming(self.session_id, self.last_stable_id)
         attempts = 0
         for delay in self.policy.delays():
             if time.monotonic() - lost_at + delay > self.policy.give_up_s:

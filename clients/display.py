@@ -10,9 +10,11 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from captions.writers import TranscriptWriter
+from wire import ErrorMessage, LanguageDetected, Partial, Stable
+
 from .connection import Resumed
-from .protocol import ErrorMessage, Language, Partial, Received, Stable
-from .writers import TranscriptWriter
+from .protocol import Received
 
 _CLEAR_LINE = "\r\x1b[2K"
 _DIM_ITALIC, _RESET = "\x1b[2;3m", "\x1b[0m"
@@ -75,7 +77,7 @@ def caption_handler(display: CaptionDisplay, writer: TranscriptWriter | None, sp
             display.stable(message.text, speaker)
             if writer is not None:
                 writer.add(message)
-        elif isinstance(message, Language):
+        elif isinstance(message, LanguageDetected):
             display.notice(f"{speaker + ': ' if speaker else ''}language {message.language} ({message.probability:.0%})")
         elif isinstance(message, ErrorMessage) and not message.fatal:
             display.notice(f"warning {message.code}: {message.message}")

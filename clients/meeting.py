@@ -12,16 +12,19 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from captions.writers import TranscriptFormat, TranscriptWriter
+from wire import Stable, Start, WordTiming
 
 from .audio_file import AudioClip, read_audio
 from .cli import add_connection_arguments, connect_options, run_client
 from .connection import ConnectOptions, ResumingStream
 from .display import CaptionDisplay, caption_handler, resume_notice
 from .pacing import PacingOptions, paced_frames
-from .protocol import Received, Stable, StartOptions, Word
-from .writers import TranscriptFormat, TranscriptWriter
+from .protocol import Received
+from .start_flags import add_start_arguments, start_from_args
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,14 @@ class SpeakerSegment:
     start: float
     end: float
     text: str
-    words: tuple[Word, ...] = ()
+    words: tuple[WordTiming, ...] = ()
 
 
 @dataclass(frozen=True)
 class MeetingOptions:
     connect: ConnectOptions
     pacing: PacingOptions
-    language: str = "auto"
+    start: Start = field(default_factory=Start)  # every participant's stream's settings; each file gives its rate
     output: Path | None = None
 
     def __post_init__(self) -> None:
@@ -101,7 +104,7 @@ async def meeting(participants: Sequence[Participant], options: MeetingOptions, 
     sessions: list[ResumingStream] = []
     try:
         for p in participants:
-            start = StartOptions(sample_rate=p.audio.sample_rate, channels=1, language=options.language)
+            start = replace(options.start, sample_rate=p.audio.sample_rate, channels=1)
             show = caption_handler(display, None, p.name)
             session = ResumingStream(options.connect, start, _keeping(show, transcript, p.name), on_resume=resume_notice(display, p.name))
             sessions.append(session)
@@ -119,17 +122,28 @@ async def meeting(participants: Sequence[Participant], options: MeetingOptions, 
     return transcript
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clients.meeting", description=__doc__.split("\n\n")[0])
     parser.add_argument("audio", type=Path, nargs="+", help="one file per participant, or one multi-channel file")
     parser.add_argument("--names", default="", help="comma-separated participant names, in file (or channel) order")
     add_connection_arguments(parser)
+    add_start_arguments(parser)
     parser.add_argument("--speed", type=float, default=1.0, help="pace: 1 real time (default), N times faster, 0 unpaced")
     parser.add_argument("--frame-ms", type=int, default=40, help="audio frame length, 20..100 ms (default 40)")
     parser.add_argument("--output", type=Path, help="merged transcript, written as it goes: .srt .vtt .json .txt")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> MeetingOptions:
+    """The options the arguments ask for (the files and names apart); ValueError for a bad one."""
+    return MeetingOptions(connect_options(args), PacingOptions(args.frame_ms, args.speed), start_from_args(args), args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     try:
-        options = MeetingOptions(connect_options(args), PacingOptions(args.frame_ms, args.speed), args.language, args.output)
+        options = options_from(args)
     except ValueError as exc:
         parser.error(str(exc))
     names = [n.strip() for n in args.names.split(",") if n.strip()]

@@ -12,29 +12,29 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from captions.writers import TranscriptFormat, TranscriptWriter
+from wire import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Start
 
 from .audio_file import AudioInputError
 from .cli import add_connection_arguments, connect_options, run_client
 from .connection import ConnectOptions, ResumingStream
 from .display import CaptionDisplay, caption_handler, resume_notice
 from .pacing import MAX_FRAME_MS, MIN_FRAME_MS
-from .protocol import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, StartOptions
-from .writers import TranscriptFormat, TranscriptWriter
+from .start_flags import add_start_arguments, start_from_args
 
 
 @dataclass(frozen=True)
 class MicOptions:
     connect: ConnectOptions
     device: int | str | None = None
-    language: str = "auto"
-    task: str = "transcribe"
+    start: Start = field(default_factory=Start)  # the stream's settings; the device gives its rate
     frame_ms: int = 40
     duration_s: float | None = None  # None: until Ctrl-C
     output: Path | None = None
-    languages: tuple[str, ...] = ()  # with language auto: detection chooses among these
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_MS <= self.frame_ms <= MAX_FRAME_MS:
@@ -118,7 +118,7 @@ async def capture(options: MicOptions, display: CaptionDisplay) -> str:
     """Caption the microphone until stopped; returns the transcript."""
     sounddevice = _sounddevice()
     rate = _device_rate(options.device)
-    start = StartOptions(sample_rate=rate, channels=1, language=options.language, task=options.task, languages=options.languages)
+    start = replace(options.start, sample_rate=rate, channels=1)
     writer = TranscriptWriter(options.output) if options.output is not None else None
     loop = asyncio.get_running_loop()
     frames = MicFrames(loop, start.bytes_per_frame, round(options.duration_s * rate) if options.duration_s else None)
@@ -156,21 +156,32 @@ def _device_argument(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clients.mic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list-devices", action="store_true", help="list capture devices and exit")
     parser.add_argument("--device", type=_device_argument, help="capture device: index or (part of a) name")
     add_connection_arguments(parser)
+    add_start_arguments(parser)
     parser.add_argument("--frame-ms", type=int, default=40, help="audio frame length, 20..100 ms (default 40)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     parser.add_argument("--output", type=Path, help="transcript file, written as stable segments arrive: .srt .vtt .json .txt")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> MicOptions:
+    """The options the arguments ask for; ValueError for a bad one."""
+    return MicOptions(connect_options(args), args.device, start_from_args(args), args.frame_ms, args.duration, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if args.list_devices:
         for index, name, rate in input_devices():
             print(f"{index:3d}  {name}  ({rate} Hz)")
         return 0
     try:
-        options = MicOptions(connect_options(args), args.device, args.language, args.task, args.frame_ms, args.duration, args.output, args.languages)
+        options = options_from(args)
     except ValueError as exc:
         parser.error(str(exc))
 

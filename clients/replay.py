@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from captions.writers import TranscriptFormat, TranscriptWriter
+from wire import Start
 
 from .audio_file import AudioClip, read_audio
 from .cli import add_connection_arguments, connect_options, run_client
@@ -19,8 +22,8 @@ from .connection import ConnectOptions, ResumingStream
 from .display import CaptionDisplay, caption_handler, resume_notice
 from .event_log import EventLog
 from .pacing import PacingOptions, paced_frames
-from .protocol import Received, StartOptions
-from .writers import TranscriptFormat, TranscriptWriter
+from .protocol import Received
+from .start_flags import add_start_arguments, start_from_args
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,9 @@ class ReplayOptions:
     audio: Path
     connect: ConnectOptions
     pacing: PacingOptions
-    language: str = "auto"
-    task: str = "transcribe"
+    start: Start = field(default_factory=Start)  # the stream's settings; the clip gives its rate and channels
     events: Path | None = None
     output: Path | None = None
-    languages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.output is not None:
@@ -41,7 +42,7 @@ class ReplayOptions:
 
 async def replay(options: ReplayOptions, clip: AudioClip, display: CaptionDisplay) -> str:
     """Stream `clip` through one session; returns the transcript (stable text)."""
-    start = StartOptions(sample_rate=clip.sample_rate, channels=clip.channels, language=options.language, task=options.task, languages=options.languages)
+    start = replace(options.start, sample_rate=clip.sample_rate, channels=clip.channels)
     writer = TranscriptWriter(options.output) if options.output is not None else None
     events = EventLog(options.events, clip.sample_rate) if options.events is not None else None
     show = caption_handler(display, writer)
@@ -66,24 +67,30 @@ async def replay(options: ReplayOptions, clip: AudioClip, display: CaptionDispla
     return stream.transcript()
 
 
-def parse_args(argv: list[str] | None) -> ReplayOptions:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clients.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("audio", type=Path, help="audio file: WAV, or anything ffmpeg reads")
     add_connection_arguments(parser)
+    add_start_arguments(parser)
     parser.add_argument("--speed", type=float, default=1.0, help="pace: 1 real time (default), N times faster, 0 unpaced")
     parser.add_argument("--frame-ms", type=int, default=40, help="audio frame length, 20..100 ms (default 40)")
     parser.add_argument("--events", type=Path, help="write one JSON line per server message here")
     parser.add_argument("--output", type=Path, help="transcript file, written as stable segments arrive: .srt .vtt .json .txt")
-    args = parser.parse_args(argv)
-    try:
-        return ReplayOptions(args.audio, connect_options(args), PacingOptions(args.frame_ms, args.speed), args.language, args.task, args.events, args.output, args.languages)
-    except ValueError as exc:
-        parser.error(str(exc))
-        raise  # parser.error exits; this only tells type checkers so
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> ReplayOptions:
+    """The options the arguments ask for; ValueError for a bad one."""
+    return ReplayOptions(args.audio, connect_options(args), PacingOptions(args.frame_ms, args.speed), start_from_args(args), args.events, args.output)
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = options_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     async def run() -> int:
         await replay(options, read_audio(options.audio), CaptionDisplay(sys.stdout))

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.audio import CHUNK_LENGTH
+from model.constants import CHUNK_LENGTH
 from model.tokenizer import TASKS, Tokenizer, get_tokenizer, normalize_language
 from model.whisper import EncodedAudio, KVCache, Whisper
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.audio import TOKENS_PER_SECOND
+from model.constants import TOKENS_PER_SECOND
 from model.tokenizer import Tokenizer
 from model.whisper import EncodedAudio, Whisper
 

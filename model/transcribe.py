@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.audio import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
+from model.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from model.constants import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from model.decoding import (
     TIME_PRECISION,
     DecodingOptions,
@@ -698,7 +699,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _write_outputs(transcript: Transcript, stem: str, formats: Sequence[str], directory: Path) -> None:
     import json
 
-    from clients.writers import write_srt, write_txt, write_vtt
+    from captions.writers import write_srt, write_txt, write_vtt
 
     directory.mkdir(parents=True, exist_ok=True)
     for fmt in formats:

@@ -15,10 +15,10 @@ import sys
 
 from model.runtime import return_freed_memory_to_os
 
+from .app import build_server
 from .config import ConfigError, load_config
 from .engine.worker import ModelWorker
 from .server.auth import AuthConfigError, InsecureListenError, check_listen_address
-from .server.daemon import StreamerServer
 from .state.store import StoreError
 
 log = logging.getLogger("streamer")
@@ -30,7 +30,7 @@ async def run_daemon(argv: list[str]) -> int:
     # websockets' debug log is every frame's bytes: ours says what the daemon does.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     worker = ModelWorker(config.model, config.stream)
-    server = StreamerServer(config, worker)
+    server = build_server(config, worker)
     check_listen_address(config.server.host, server.auth.keys)
     if not server.auth.keys.enabled:
         log.warning("no API key configured: authentication is off, listening on loopback only")

@@ -7,16 +7,12 @@ Updated from the event-loop thread only (prometheus-client is thread-safe anyway
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from model.profile import STAGES
-
-if TYPE_CHECKING:
-    from .engine.worker import BatchResult
+from model.profile import STAGES, BatchProfile
 
 # Tick latency: what a tick took from request to result, batching and queueing included.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -54,9 +50,9 @@ class StreamerMetrics:
         for reason in REJECT_REASONS:
             self.rejected_total.labels(reason)  # present at 0 from the start, so rates work at once
 
-    def observe_batch(self, result: BatchResult) -> None:
-        self.worker_busy_seconds_total.inc(result.seconds)
-        profile = result.profile
+    def observe_batch(self, seconds: float, profile: BatchProfile | None) -> None:
+        """One worker batch: its wall seconds and, when measured, their split."""
+        self.worker_busy_seconds_total.inc(seconds)
         if profile is not None:
             for stage, seconds in profile.stages.items():
                 self.worker_stage_seconds_total.labels(stage).inc(seconds)

@@ -147,6 +147,7 @@ def test_mic_streams_the_devices_native_rate(virtual_microphone: dict[str, str],
     assert correlation > 0.9, correlation
 
 
+@pytest.mark.slow  # the real daemon
 def test_mic_captions_the_virtual_microphone_with_the_daemon(virtual_microphone: dict[str, str], clip: Clip, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     try:
         url = request.getfixturevalue("daemon_url")

@@ -7,21 +7,8 @@ import json
 import msgpack
 import pytest
 
-from clients.protocol import (
-    ClientOrderError,
-    ClientProtocol,
-    End,
-    ErrorMessage,
-    Framing,
-    Partial,
-    Ready,
-    ServerProtocolError,
-    Stable,
-    StartOptions,
-    State,
-    Word,
-    parse_server_message,
-)
+from clients.protocol import ClientOrderError, ClientProtocol, ServerProtocolError, State
+from wire import End, ErrorMessage, Framing, Partial, ProtocolError, Ready, Stable, Start, WordTiming, parse_server_message
 
 
 def server(body: dict, framing: Framing = Framing.MSGPACK) -> bytes | str:
@@ -31,7 +18,7 @@ def server(body: dict, framing: Framing = Framing.MSGPACK) -> bytes | str:
 READY = {"type": "ready", "session_id": "s1", "protocol": 1, "model": "tiny.en", "sample_rate": 16000}
 
 
-def started(framing: Framing = Framing.MSGPACK, options: StartOptions = StartOptions()) -> ClientProtocol:
+def started(framing: Framing = Framing.MSGPACK, options: Start = Start()) -> ClientProtocol:
     protocol = ClientProtocol(options, framing)
     protocol.start()
     protocol.receive(server(READY, framing))
@@ -41,17 +28,17 @@ def started(framing: Framing = Framing.MSGPACK, options: StartOptions = StartOpt
 def test_start_options_are_validated() -> None:
     for bad in ({"sample_rate": 7999}, {"sample_rate": 48001}, {"encoding": "mp3"}, {"channels": 9}, {"task": "summarise"}, {"events": ("words",)}, {"language": ""}):
         with pytest.raises(ValueError):
-            StartOptions(**bad)
+            Start(**bad)
 
 
 def test_start_message_in_both_framings() -> None:
-    options = StartOptions(sample_rate=44100, channels=2, language="de", events=("vad",))
+    options = Start(sample_rate=44100, channels=2, language="de", events=("vad",))
     binary = ClientProtocol(options, Framing.MSGPACK).start()
     text = ClientProtocol(options, Framing.JSON).start()
     assert isinstance(binary, bytes) and isinstance(text, str)
     expected = {"type": "start", "version": 1, "sample_rate": 44100, "encoding": "pcm_s16le", "channels": 2, "language": "de", "task": "transcribe", "word_timestamps": True, "events": ["vad"]}
     assert msgpack.unpackb(binary) == expected == json.loads(text)
-    resumed = StartOptions(resume_session_id="abc", resume_last_stable_id=4).message()
+    resumed = Start().resuming("abc", 4).body()
     assert resumed["resume"] == {"session_id": "abc", "last_stable_id": 4}
 
 
@@ -64,13 +51,13 @@ def test_audio_framing() -> None:
     assert json_mode.samples_sent == 2
     with pytest.raises(ClientOrderError):
         json_mode.audio(b"\x01\x00\x02")  # half a sample
-    stereo = started(options=StartOptions(channels=2))
+    stereo = started(options=Start(channels=2))
     with pytest.raises(ClientOrderError):
         stereo.audio(pcm[:2])
 
 
 def test_client_order_is_enforced() -> None:
-    protocol = ClientProtocol(StartOptions())
+    protocol = ClientProtocol(Start())
     with pytest.raises(ClientOrderError):
         protocol.audio(b"\x00\x00")  # before start
     protocol.start()
@@ -89,7 +76,7 @@ def test_client_order_is_enforced() -> None:
 def test_transcript_state() -> None:
     protocol = started(Framing.JSON)
     partial = protocol.receive(server({"type": "partial", "text": " Hello", "start": 0.0, "end": 0.5, "words": [{"word": " Hello", "start": 0.0, "end": 0.5, "probability": 0.8}], "future_key": 1}, Framing.JSON))
-    assert partial.message == Partial(" Hello", 0.0, 0.5, (Word(" Hello", 0.0, 0.5, 0.8),))
+    assert partial.message == Partial(" Hello", 0.0, 0.5, (WordTiming(" Hello", 0.0, 0.5, 0.8),))
     assert partial.body["future_key"] == 1  # unknown keys are ignored but kept for event logs
     assert protocol.partial == partial.message
     protocol.receive(server({"type": "stable", "id": 0, "start": 0.0, "end": 1.0, "text": " Hello world.", "words": [], "language": "en"}, Framing.JSON))
@@ -119,14 +106,14 @@ def test_server_mistakes_are_detected() -> None:
         protocol.receive(b"\xc1")  # not msgpack
     with pytest.raises(ServerProtocolError):
         protocol.receive(server({"type": "end", "last_stable_id": 3, "audio_seconds": 1.0}))  # ids never sent
-    fresh = ClientProtocol(StartOptions())
+    fresh = ClientProtocol(Start())
     fresh.start()
     with pytest.raises(ServerProtocolError):
         fresh.receive(server({"type": "partial", "text": "x", "start": 0, "end": 1}))  # before ready
 
 
 def test_resumed_session_counts_ids_on() -> None:
-    protocol = started(options=StartOptions(resume_session_id="s1", resume_last_stable_id=6))
+    protocol = started(options=Start().resuming("s1", 6))
     protocol.receive(server({"type": "stable", "id": 7, "start": 9.0, "end": 10.0, "text": " more"}))
     protocol.stop()
     protocol.receive(server({"type": "end", "last_stable_id": 7, "audio_seconds": 10.0}))
@@ -134,10 +121,10 @@ def test_resumed_session_counts_ids_on() -> None:
 
 
 def test_parse_every_server_message() -> None:
-    assert parse_server_message(READY) == Ready("s1", 1, "tiny.en", 16000)
+    assert parse_server_message(READY) == Ready("s1", "tiny.en", 16000, protocol=1)
     assert parse_server_message({"type": "error", "code": 4415, "message": "bad rate"}) == ErrorMessage(4415, "bad rate", True)
     assert parse_server_message({"type": "error", "code": 4429, "message": "slow down", "fatal": False}).fatal is False
     assert parse_server_message({"type": "end", "last_stable_id": -1, "audio_seconds": 0.0}) == End(-1, 0.0)
-    assert parse_server_message({"type": "stable", "id": 0, "start": 0, "end": 1, "text": "x"}) == Stable(0, 0.0, 1.0, "x")
-    with pytest.raises(ServerProtocolError):
+    assert parse_server_message({"type": "stable", "id": 0, "start": 0, "end": 1, "text": "x"}) == Stable(0, 0.0, 1.0, "x", (), "")
+    with pytest.raises(ProtocolError):
         parse_server_message({"type": "ready", "session_id": "s", "protocol": True})  # a bool is not an int here

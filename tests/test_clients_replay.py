@@ -23,10 +23,10 @@ from clients.audio_file import AudioClip, AudioFileError, read_audio
 from clients.connection import ConnectOptions
 from clients.display import CaptionDisplay
 from clients.pacing import PacingOptions, paced_frames
-from clients.protocol import Framing
 from clients.replay import ReplayOptions, replay
 from tests.test_clients_fake_server import FakeDaemon, ScriptSegment
 from tests.test_writers import assert_caption_rules, parse_srt
+from wire import Framing
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = (ScriptSegment(0.2, 2.5, "Mister Quilter is the apostle"), ScriptSegment(2.6, 5.5, "of the middle classes and we are glad"))

@@ -27,9 +27,9 @@ from streamer.interfaces.deepgram import (
     parse_query,
 )
 from streamer.interfaces.g711 import alaw_to_pcm16, ulaw_to_pcm16
-from streamer.protocol import End, Partial, ProtocolError, Stable, VadEvent, WordTiming
 from tests.conftest import INTERFACE_KEY, clip_by_id
 from tests.interface_clips import chunks, encode, pcm16
+from wire import End, Partial, ProtocolError, Stable, VadEvent, WordTiming
 
 deepgram = pytest.importorskip("deepgram", reason="the test extra's deepgram-sdk is not installed")
 from deepgram import DeepgramClient

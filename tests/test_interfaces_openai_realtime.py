@@ -23,9 +23,9 @@ from streamer.interfaces.openai_realtime import (
     OpenStream,
     RealtimeSession,
 )
-from streamer.protocol import Partial, Stable, VadEvent
 from tests.conftest import INTERFACE_KEY, clip_by_id
 from tests.interface_clips import chunks, pcm16
+from wire import Partial, Stable, VadEvent
 
 openai = pytest.importorskip("openai", reason="the test extra's openai SDK is not installed")
 from openai import OpenAI

@@ -16,9 +16,9 @@ from streamer.interfaces.wyoming import (
     StopStream,
     WyomingSession,
 )
-from streamer.protocol import End, Stable
 from tests.conftest import clip_by_id
 from tests.interface_clips import chunks, pcm16
+from wire import End, Stable
 
 pytest.importorskip("wyoming")
 from wyoming.asr import Transcribe, Transcript

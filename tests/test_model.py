@@ -53,6 +53,7 @@ def test_load_audio_resamples_and_pads(shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
+@pytest.mark.slow  # loads a real model
 def test_tokenizer_matches_transformers(shared_data, name):
     checkpoint = load_checkpoint(name)
     multilingual = checkpoint.dims.is_multilingual
@@ -75,6 +76,7 @@ def test_tokenizer_matches_transformers(shared_data, name):
     assert len(ours.non_speech_tokens) > 50 and ours.encode(" (")[0] in ours.non_speech_tokens
 
 
+@pytest.mark.slow  # loads a real model
 def test_tokenizer_languages_and_words():
     checkpoint = load_checkpoint("base")
     tokenizer = get_tokenizer(checkpoint.tokenizer_file, multilingual=True, language="German", task="translate")
@@ -88,6 +90,7 @@ def test_tokenizer_languages_and_words():
 
 
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
+@pytest.mark.slow  # loads a real model
 def test_logits_match_transformers(shared_data, name):
     checkpoint = load_checkpoint(name)
     ours = build_model(checkpoint, "cpu", "float32")
@@ -114,6 +117,7 @@ def test_logits_match_transformers(shared_data, name):
         assert (ours.logits(padded, cache)[:, 3:] - expected).abs().max() < 1e-3
 
 
+@pytest.mark.slow  # loads a real model
 def test_conversion_round_trip(tmp_path):
     from model.convert import main as convert
 
@@ -132,6 +136,7 @@ def test_conversion_round_trip(tmp_path):
     assert from_hf.tokenizer_file.name == "tokenizer.json"
 
 
+@pytest.mark.slow  # loads a real model
 def test_int8_and_short_names():
     from model.weights import load_model, resolve
 

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from streamer.protocol import Stable, WordTiming
 from streamer.server.http import transcript_response
 from streamer.state.journal import InvalidSessionId, Journal
+from wire import Stable, WordTiming
 
 SID = "0123456789abcdef0123456789abcdef"
 

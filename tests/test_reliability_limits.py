@@ -7,14 +7,31 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.engine.load import WorkerLoad
 from streamer.metrics import StreamerMetrics
-from streamer.protocol import ProtocolError
 from streamer.server.limits import AdmissionControl, AudioRateLimiter
+from wire import ProtocolError
+
+
+def first_refused(limiter: AudioRateLimiter, frames: int, frame_s: float, pace: float) -> int | None:
+    """The index of the first of `frames` frames of `frame_s` audio, sent at `pace` x real time,
+    that the limiter refuses (4429); None when it takes them all."""
+    for i in range(frames):
+        try:
+            limiter.take(frame_s, now=i * frame_s / pace)
+        except ProtocolError as error:
+            assert error.code == 4429
+            return i
+    return None
 
 
 def test_real_time_audio_never_trips_the_limit() -> None:
     limiter = AudioRateLimiter(max_rate=4.0, burst_seconds=10.0, now=0.0)
-    for i in range(10_000):  # ~17 min of 0.1 s frames sent at 1x
-        limiter.take(0.1, now=i * 0.1)
+    assert first_refused(limiter, 10_000, 0.1, pace=1.0) is None  # ~17 min of 0.1 s frames sent at 1x
+    # Real time spent none of the burst: a 9.9 s catch-up right after is still taken.
+    limiter.take(9.9, now=10_000 * 0.1)
+    # The same frames do trip a limit under real time, once the 10 s burst is spent: at 0.5x the
+    # allowance drains 0.05 s a frame after the first frame's 0.1 s, so frame 199 is refused.
+    below = AudioRateLimiter(max_rate=0.5, burst_seconds=10.0, now=0.0)
+    assert first_refused(below, 10_000, 0.1, pace=1.0) == pytest.approx(199, abs=1)
 
 
 def test_burst_then_sustained_overspeed_trips() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.protocol import ProtocolError, Stable
 from streamer.server.resume import DetachedSessions, StableHistory, parse_resume
+from wire import ProtocolError, Stable
 
 SID = "0123456789abcdef0123456789abcdef"
 

@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 from benchmarks.data import Clip
 from benchmarks.wer import word_error_rate
 from model.audio import SAMPLE_RATE, load_audio
+from streamer.app import build_server
 from streamer.config import config_from_mapping
 from streamer.engine.worker import BatchResult, ModelWorker
-from streamer.server.daemon import StreamerServer
 from streamer.stream.tick import TickRequest
 
 from .conftest import clip_by_id
@@ -51,7 +51,7 @@ def test_failed_batches_are_retried_without_losing_text(tmp_path, shared_data: l
     async def scenario() -> tuple[str, int | None, float]:
         worker = FlakyWorker(config.model, config.stream)
         worker.start()
-        server = StreamerServer(config, worker)
+        server = build_server(config, worker)
         host, port = await server.start()
         try:
             async with connect(f"ws://{host}:{port}/v1/stream", max_size=None) as ws:

@@ -32,26 +32,19 @@ from benchmarks.wer import word_error_rate
 from clients.audio_file import read_audio
 from clients.connection import ConnectOptions, ResumingStream
 from clients.pacing import PacingOptions, paced_frames
-from clients.protocol import (
-    MOVED_CLOSE,
-    Received,
-    Stable,
-    StartOptions,
-    UnacknowledgedAudio,
-)
-from streamer.protocol import ProtocolError, Start, WordTiming
-from streamer.protocol import Stable as ServerStable
+from clients.protocol import Received, UnacknowledgedAudio
 from streamer.state.handover import CONTEXT_REPLAY_S, plan_handover
 from streamer.state.store import StoredSession, committed_text, start_from_dict, start_to_dict
+from wire import CloseCode, ProtocolError, Stable, Start, WordTiming
 
 from .conftest import clip_by_id
 
 CLIP = "ls_1221-135766-0001"  # 16.7 s, one long sentence: several stable segments
 
 
-def _segment(i: int, start: float, words: list[str]) -> ServerStable:
+def _segment(i: int, start: float, words: list[str]) -> Stable:
     timings = tuple(WordTiming(f" {w}", start + 0.5 * k, start + 0.5 * k + 0.4, 0.9) for k, w in enumerate(words))
-    return ServerStable(i, timings[0].start, timings[-1].end, "".join(t.word for t in timings), timings, "en")
+    return Stable(i, timings[0].start, timings[-1].end, "".join(t.word for t in timings), timings, "en")
 
 
 def test_handover_replays_what_the_client_lacks_and_hears_the_last_words_again() -> None:
@@ -187,7 +180,7 @@ def _stream_with_disruption(cluster: Cluster, clip: Clip, disrupt: str) -> Resum
             first_stable.set()
 
     async def scenario() -> ResumingStream:
-        stream = ResumingStream(ConnectOptions(cluster.url), StartOptions(sample_rate=audio.sample_rate, language="en"), on_message)
+        stream = ResumingStream(ConnectOptions(cluster.url), Start(sample_rate=audio.sample_rate, language="en"), on_message)
         task = asyncio.create_task(stream.run(paced_frames(audio, PacingOptions(speed=2.0))))
         await asyncio.wait_for(first_stable.wait(), 30)
         await asyncio.sleep(0.6)  # housekeeping refreshes the active-streams gauge every second
@@ -237,7 +230,7 @@ def test_sigterm_drains_the_replica_and_the_stream_moves(cluster: Cluster, share
     clip = clip_by_id(shared_data, CLIP)
     started = time.monotonic()
     stream = _stream_with_disruption(cluster, clip, "drain")
-    assert [r.close_code for r in stream.resumes] == [MOVED_CLOSE]
+    assert [r.close_code for r in stream.resumes] == [CloseCode.MOVED]
     assert stream.resumes[0].lost_at > started
     _check_nothing_lost(cluster, stream, clip)
 
@@ -310,9 +303,9 @@ def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: flo
     from benchmarks.data import clips_of, data_available
     from model.audio import SAMPLE_RATE, load_audio
     from streamer.config import Config
-    from streamer.protocol import Partial
     from streamer.stream.session import Session
     from tests.test_streamer_session import ENGLISH, drive, hear, scripted_words
+    from wire import Partial
 
     if not data_available():
         pytest.skip("shared evaluation data not found")
@@ -324,7 +317,7 @@ def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: flo
 
     first = Session("moved-session", start, config, ENGLISH)
     produced, _ = drive(first, audio[: int(cut * SAMPLE_RATE)], lambda r: hear(script, r), stop=False)
-    stables = [m for _, m in produced if isinstance(m, ServerStable)]
+    stables = [m for _, m in produced if isinstance(m, Stable)]
     partials = [m for _, m in produced if isinstance(m, Partial)]
     assert stables, "something was committed before the cut"
     stored = StoredSession("moved-session", None, start, tuple(stables), committed_text(stables, config.stream.prompt_chars),
@@ -336,7 +329,7 @@ def test_a_stream_continued_from_the_store_loses_and_repeats_no_word(moment: flo
     assert resume_at <= plan.resume_seconds < stables[-1].end
     produced, requests = drive(second, audio[round(resume_at * SAMPLE_RATE) :], lambda r: hear(script, r))
     assert requests[0].window_start == resume_at and requests[0].context == plan.context
-    more = [m for _, m in produced if isinstance(m, ServerStable)]
+    more = [m for _, m in produced if isinstance(m, Stable)]
     assert [s.id for s in stables + more] == list(range(len(stables) + len(more)))
     assert "".join(s.text for s in stables + more).split() == [w.text.strip() for w in script]
     assert all(a.end <= b.start for a, b in zip(stables + more, (stables + more)[1:]))
@@ -354,7 +347,7 @@ def test_a_failing_audio_source_ends_the_resuming_stream_with_its_error(daemon_u
             raise OSError("microphone unplugged")  # one frame, then the microphone goes away
 
     async def scenario() -> None:
-        stream = ResumingStream(ConnectOptions(daemon_url), StartOptions(sample_rate=audio.sample_rate), lambda received: None)
+        stream = ResumingStream(ConnectOptions(daemon_url), Start(sample_rate=audio.sample_rate), lambda received: None)
         await asyncio.wait_for(stream.run(frames()), 60)
 
     with pytest.raises(OSError, match="microphone unplugged"):

@@ -9,9 +9,9 @@ import pytest
 from benchmarks.data import clips_of, data_available
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, ConfigError, LanguageConfig, StreamConfig
-from streamer.protocol import LanguageDetected, Partial, Stable, Start
 from streamer.stream.language_decider import LanguageDecider
 from streamer.stream.session import ModelInfo, Session
+from wire import LanguageDetected, Partial, Stable, Start
 
 from .test_streamer_session import answer_due, drive, hear, pcm, scripted_words
 
@@ -287,7 +287,7 @@ def test_session_switches_on_an_utterance_clearly_in_another_language() -> None:
 
 def test_start_languages_are_parsed_and_checked_against_the_model() -> None:
     from streamer.config import load_config
-    from streamer.protocol import CloseCode, ProtocolError, parse_start
+    from wire import CloseCode, ProtocolError, parse_start
 
     assert parse_start({"type": "start", "languages": ["es", "en"]}).languages == ("es", "en")
     with pytest.raises(ProtocolError) as malformed:

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from streamer.config import Config, ConfigError, StreamConfig, load_config
-from streamer.protocol import CloseCode, ProtocolError, Stable, Start, parse_start
 from streamer.stream.commit import AlignAtt, LocalAgreement
 from streamer.stream.policy import commit_count, make_policy
 from streamer.stream.session import ModelInfo, Session
 from streamer.stream.tick import Word
+from wire import CloseCode, ProtocolError, Stable, Start, parse_start
 
 ENGLISH = ModelInfo("tiny.en", multilingual=False)
 

@@ -9,21 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from streamer.protocol import (
-    Audio,
-    CloseCode,
-    End,
-    Flush,
-    Framing,
-    Partial,
-    ProtocolError,
-    SessionProtocol,
-    Stable,
-    Start,
-    Stop,
-    WordTiming,
-)
+from streamer.protocol import SessionProtocol
 from streamer.stream.ingest import AudioDecoder
+from wire import Audio, CloseCode, End, Flush, Framing, Partial, ProtocolError, Stable, Start, Stop, WordTiming
 
 
 def packed(body: object) -> bytes:

@@ -17,9 +17,9 @@ from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
 from streamer.engine.scheduler import PartialBudget, TickScheduler
 from streamer.engine.worker import BatchResult
-from streamer.protocol import ServerMessage, Start
 from streamer.stream.session import ModelInfo, Session
 from streamer.stream.tick import Hypothesis, TickKind, TickRequest
+from wire import ServerMessage, Start
 
 pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
 

@@ -17,10 +17,10 @@ import pytest
 from benchmarks.data import Clip, clips_of, data_available, load_manifest
 from model.audio import SAMPLE_RATE, load_audio
 from streamer.config import Config, StreamConfig
-from streamer.protocol import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
 from streamer.stream.session import ModelInfo, Session
 from streamer.stream.tick import Hypothesis, TickKind, TickRequest, Word
 from streamer.stream.vad import SpeechEnd, SpeechStart, VoiceActivityDetector
+from wire import CloseCode, End, LanguageDetected, Partial, ProtocolError, Ready, Stable, Start, VadEvent
 
 pytestmark = pytest.mark.skipif(not data_available(), reason="shared evaluation data not found")
 

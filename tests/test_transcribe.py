@@ -160,6 +160,7 @@ def test_long_form_with_word_timestamps(tiny_en, shared_data):
         assert any(u.start_s - 0.3 <= middle <= u.end_s + 0.3 for u in utterances), word
 
 
+@pytest.mark.slow  # loads a real model
 def test_cli_writes_json_and_prints_text(shared_data, tmp_path, capsys):
     clips = [clip_by_id(shared_data, i) for i in ("cmu_goforward", "lj_LJ001-0002")]
     code = main([*(str(c.path) for c in clips), "--model", "tiny.en", "--language", "en", "--output-format", "all", "--output-dir", str(tmp_path), "--no-progress", "--threads", "2"])

@@ -1,7 +1,7 @@
 """Transcript writers: exact SRT/VTT/JSON/TXT formats, caption limits, incremental files.
 
 The SRT and VTT readers here are written from the formats' specifications, independently of
-`clients.writers`, so a round trip checks the files other tools will read.
+`captions.writers`, so a round trip checks the files other tools will read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.writers import (
+from captions.writers import (
     CueLimits,
     TranscriptFormat,
     TranscriptWriter,

@@ -45,8 +45,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from wire import ServerMessage
+
 from ..metrics import StreamerMetrics
-from ..protocol import ServerMessage
 from ..stream.tick import Hypothesis, TickKind, TickRequest
 from .load import WorkerLoad
 from .worker import BatchResult
@@ -281,7 +282,7 @@ class TickScheduler(Generic[StreamT]):
         row = result.seconds / len(batch)
         self._partials.spend(finished, result.seconds, row)
         self._row_seconds = row if self._row_seconds is None else self._row_seconds + ROW_COST_SMOOTHING * (row - self._row_seconds)
-        self._metrics.observe_batch(result)
+        self._metrics.observe_batch(result.seconds, result.profile)
         if result.seconds > BEHIND_FACTOR * self._tick_interval and finished - self._last_behind_log > BEHIND_LOG_INTERVAL:
             self._last_behind_log = finished
             log.warning(

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
 from model.decoding import TIME_PRECISION, model_tokenizer
-from model.profile import StageClock, timed
+from model.profile import BatchProfile, StageClock, timed
 from model.runtime import cpu_has_native_bfloat16
 from model.tokenizer import Tokenizer
 from model.transcribe import DEFAULT_TEMPERATURES, WindowOptions, WindowResult, decode_windows, detect_window_languages
@@ -43,16 +43,6 @@ log = logging.getLogger("streamer.engine.worker")
 
 T = TypeVar("T")
 ModelCall = Callable[[Whisper], Any]  # work other than a tick batch, run on the model in the worker thread
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """Where one batch's worker time went (see `docs/performance.md`)."""
-
-    stages: Mapping[str, float]  # seconds per `model.profile.STAGES` entry
-    decoder_passes: int  # decoder calls, the prompt pass and alignment passes included
-    windows: int
-    audio_seconds: float  # audio in the windows (each is encoded as 30 s)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Drop-in interfaces for clients written against other services (docs/compat.md).
+"""The interfaces: protocol v1 and the drop-ins for clients written against other services.
 
-Each is a thin translation onto the streams protocol v1 drives: Deepgram's live API at
-`/v1/listen`, OpenAI's Realtime transcription at `/v1/realtime`, OpenAI's REST transcriptions
-at `/v1/audio/*` (on the same port), Wyoming on its own TCP port. Keys, limits, admission,
-journal and metrics are the daemon's own: an interface only opens, feeds and ends streams
-through the server's small API (`StreamerServer.open_stream`, `feed`, `flush`, `stop`, `release`).
+Each is a thin translation onto the daemon's streams: protocol v1 at `/v1/stream`
+(docs/protocol.md), Deepgram's live API at `/v1/listen`, OpenAI's Realtime transcription at
+`/v1/realtime`, OpenAI's REST transcriptions at `/v1/audio/*` (on the same port), Wyoming on its
+own TCP port (docs/compat.md). Keys, limits, admission, journal and metrics are the daemon's
+own: an interface only opens, feeds and ends streams through a `StreamHost`
+(streamer/server/host.py), never the server itself.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from ..config import Config
-from ..server.auth import AuthDecision, json_response
-from ..server.http import text_response
+from ..server.auth import AuthDecision, Authenticator, credentials_from_request, json_response
+from ..server.host import StreamHost
+from ..server.http import STREAM_PATH, HttpRoutes, text_response
 from .credentials import interface_credentials
 from .credentials import select_subprotocol as choose_subprotocol
 from .deepgram_ws import serve_deepgram
@@ -29,10 +31,8 @@ from .http_upload import FrontDoor, UploadConnection
 from .openai_realtime_ws import RealtimeConnection
 from .openai_rest import ApiError, models_body
 from .openai_rest_server import RestTranscriptions, too_large, wants_upload
+from .v1 import ProtocolV1
 from .wyoming_server import WyomingServer
-
-if TYPE_CHECKING:
-    from ..server.daemon import StreamerServer
 
 WebsocketHandler = Callable[[ServerConnection], Awaitable[None]]
 DEEPGRAM_PATH = "/v1/listen"
@@ -44,23 +44,30 @@ def _openai_error(status: int, message: str, code: str | None) -> Response:
 
 
 class Interfaces:
-    """Registers the interfaces' routes with the server and dispatches their connections."""
+    """Registers the interfaces' routes and dispatches their connections; the daemon's front end."""
 
-    def __init__(self, host: StreamerServer, config: Config) -> None:
+    def __init__(self, host: StreamHost, config: Config, routes: HttpRoutes, auth: Authenticator, *, secure: bool) -> None:
         self._host = host
         self._config = config
-        self._websockets: dict[str, WebsocketHandler] = {DEEPGRAM_PATH: self._deepgram, REALTIME_PATH: self._realtime}
-        for path in self._websockets:
-            host.routes.add_websocket(path, self._check_handshake)
+        self._auth = auth
+        self._secure = secure
+        v1 = ProtocolV1(host, self._authenticate_v1, config.server.max_frame_bytes)
+        self._websockets: dict[str, WebsocketHandler] = {STREAM_PATH: v1.serve, DEEPGRAM_PATH: self._deepgram, REALTIME_PATH: self._realtime}
+        for path in (DEEPGRAM_PATH, REALTIME_PATH):
+            routes.add_websocket(path, self._check_handshake)
         self.rest = RestTranscriptions(host, config.openai, self.authenticate)
-        host.routes.add("/v1/models", self._models)
+        routes.add("/v1/models", self._models)
         self._wyoming = WyomingServer(host, config.wyoming.uri, config.model.model) if config.wyoming.uri else None
 
     # ---- authentication -----------------------------------------------------------------------
 
+    def _authenticate_v1(self, request: Request) -> AuthDecision:
+        """Protocol v1's credentials: a key or a browser token (docs/protocol.md)."""
+        return self._auth.authenticate(credentials_from_request(request, secure=self._secure), time.time())
+
     def authenticate(self, request: Request) -> AuthDecision:
-        secure = self._host.scheme == "wss"
-        return self._host.auth.authenticate(interface_credentials(request, secure=secure), time.time())
+        """The other services' credentials, as their SDKs send them."""
+        return self._auth.authenticate(interface_credentials(request, secure=self._secure), time.time())
 
     def _check_handshake(self, request: Request) -> Response | None:
         """A bad key is refused at the handshake with 401 (what these SDKs expect), 403 for an origin."""
@@ -89,8 +96,9 @@ class Interfaces:
 
     # ---- websocket paths ----------------------------------------------------------------------
 
-    def websocket_handler(self, path: str) -> WebsocketHandler | None:
-        return self._websockets.get(path)
+    def websocket_handler(self, path: str) -> WebsocketHandler:
+        """The handler of a websocket path `HttpRoutes` let through (protocol v1 for any other)."""
+        return self._websockets.get(path, self._websockets[STREAM_PATH])
 
     def select_subprotocol(self, connection: ServerConnection, offered: Sequence[str]) -> Any:
         return choose_subprotocol(offered)

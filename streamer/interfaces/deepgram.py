@@ -20,18 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..protocol import (
-    ENDPOINT_SILENCE,
-    CloseCode,
-    End,
-    Partial,
-    ProtocolError,
-    ServerMessage,
-    Stable,
-    Start,
-    VadEvent,
-    WordTiming,
-)
+from wire import ENDPOINT_SILENCE, CloseCode, End, Partial, ProtocolError, ServerMessage, Stable, Start, VadEvent, WordTiming
 
 ENCODINGS = ("linear16", "mulaw", "alaw")
 TRUE = ("true", "1", "yes")

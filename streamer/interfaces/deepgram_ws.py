@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from wire import CloseCode, ProtocolError, ServerMessage
+
 from ..config import DeepgramConfig
-from ..protocol import CloseCode, ProtocolError, ServerMessage
 from .container import StreamDecoder
 from .deepgram import (
     CloseStream,
@@ -30,7 +31,7 @@ from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .sink import CloseFrame, Frame, TranslatingSink
 
 if TYPE_CHECKING:
-    from ..server.daemon import Stream, StreamerServer
+    from ..server.host import Stream, StreamHost
 
 log = logging.getLogger("streamer.interfaces.deepgram")
 
@@ -46,7 +47,7 @@ def _on_error(code: int, message: str) -> list[Frame]:
     return [json.dumps(error_message(message, variant="StreamError")), CloseFrame(code, message)]
 
 
-async def serve_deepgram(host: StreamerServer, config: DeepgramConfig, websocket: ServerConnection, key_id: str | None) -> None:
+async def serve_deepgram(host: StreamHost, config: DeepgramConfig, websocket: ServerConnection, key_id: str | None) -> None:
     assert websocket.request is not None
     try:
         options = parse_query(urlsplit(websocket.request.path).query)
@@ -59,7 +60,7 @@ async def serve_deepgram(host: StreamerServer, config: DeepgramConfig, websocket
 
 
 class _DeepgramConnection:
-    def __init__(self, host: StreamerServer, config: DeepgramConfig, websocket: ServerConnection, options: DeepgramOptions) -> None:
+    def __init__(self, host: StreamHost, config: DeepgramConfig, websocket: ServerConnection, options: DeepgramOptions) -> None:
         self._host = host
         self._config = config
         self._websocket = websocket

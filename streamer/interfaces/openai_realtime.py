@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import ServerMessage, Stable, Start, VadEvent
+from wire import ServerMessage, Stable, Start, VadEvent
+
 from .deepgram import endpoint_silence, whisper_language
 from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 

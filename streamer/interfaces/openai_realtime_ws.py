@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol import CloseCode, ProtocolError, ServerMessage
+from wire import CloseCode, ProtocolError, ServerMessage
+
 from .credentials import offered_subprotocols
 from .openai_realtime import (
     AppendAudio,
@@ -22,7 +23,7 @@ from .openai_realtime import (
 from .sink import CloseFrame, Frame, TranslatingSink
 
 if TYPE_CHECKING:
-    from ..server.daemon import Stream, StreamerServer
+    from ..server.host import Stream, StreamHost
 
 log = logging.getLogger("streamer.interfaces.realtime")
 
@@ -38,7 +39,7 @@ def is_beta(connection: ServerConnection) -> bool:
 
 
 class RealtimeConnection:
-    def __init__(self, host: StreamerServer, websocket: ServerConnection) -> None:
+    def __init__(self, host: StreamHost, websocket: ServerConnection) -> None:
         self._host = host
         self._websocket = websocket
         self._session = RealtimeSession(beta=is_beta(websocket))

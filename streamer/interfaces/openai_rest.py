@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clients.writers import TranscriptFormat
-from clients.writers import render as render_captions
+from captions.writers import TranscriptFormat
+from captions.writers import render as render_captions
 from model.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 from model.transcribe import DEFAULT_TEMPERATURES, Segment, Transcript
 

@@ -34,7 +34,7 @@ from .openai_rest import (
 )
 
 if TYPE_CHECKING:
-    from ..server.daemon import StreamerServer
+    from ..server.host import StreamHost
 
 log = logging.getLogger("streamer.interfaces.openai")
 
@@ -61,7 +61,7 @@ def too_large(limit: int) -> Callable[[int], UploadResponse]:
 class RestTranscriptions:
     """Answers uploads; at most `max_uploads` are transcribed at once (429 beyond)."""
 
-    def __init__(self, host: StreamerServer, config: OpenAIConfig, authenticate: Callable[[Request], AuthDecision]) -> None:
+    def __init__(self, host: StreamHost, config: OpenAIConfig, authenticate: Callable[[Request], AuthDecision]) -> None:
         self._host = host
         self._config = config
         self._authenticate = authenticate

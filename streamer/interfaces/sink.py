@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..protocol import ServerMessage
+from wire import ServerMessage
 
 MAX_REASON_BYTES = 123
 
@@ -36,7 +36,9 @@ def short_reason(reason: str) -> str:
 
 
 class TranslatingSink:
-    """A `streamer.server.daemon.MessageSink` whose `translate` turns batches of messages into frames (and closes)."""
+    """A `MessageSink` (streamer/server/host.py) whose `translate` turns batches of messages into frames (and closes)."""
+
+    resumable = False  # the other services' streams end with their connection
 
     def __init__(self, websocket: ServerConnection, translate: Translate, on_error: Callable[[int, str], list[Frame]]) -> None:
         self._websocket = websocket

@@ -24,7 +24,8 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 
-from ..protocol import End, ServerMessage, Stable, Start
+from wire import End, ServerMessage, Stable, Start
+
 from .deepgram import whisper_language
 
 ATTRIBUTION = Attribution(name="OpenAI Whisper, served by whisper-streamer", url="https://github.com/openai/whisper")

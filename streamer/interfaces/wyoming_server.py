@@ -13,18 +13,20 @@ from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
 
 from model.tokenizer import LANGUAGES
+from wire import ProtocolError, ServerMessage
 
-from ..protocol import ProtocolError, ServerMessage
 from .wyoming import FeedAudio, OpenStream, StopStream, WyomingSession
 
 if TYPE_CHECKING:
-    from ..server.daemon import Stream, StreamerServer
+    from ..server.host import Stream, StreamHost
 
 log = logging.getLogger("streamer.interfaces.wyoming")
 
 
 class _Sink:
     """The stream's messages as Wyoming events, written in order by one task."""
+
+    resumable = False  # a Wyoming stream ends with its connection
 
     def __init__(self, session: WyomingSession, writer: asyncio.StreamWriter) -> None:
         self._session = session
@@ -71,7 +73,7 @@ class _Sink:
 
 
 class WyomingServer:
-    def __init__(self, host: StreamerServer, uri: str, model_name: str) -> None:
+    def __init__(self, host: StreamHost, uri: str, model_name: str) -> None:
         self._host = host
         self._uri = uri
         self._model_name = model_name

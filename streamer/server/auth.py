@@ -30,8 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
+from wire import CloseCode
+
 from ..config import read_toml
-from ..protocol import CloseCode
 from .http import text_response
 
 API_KEYS_ENV = "WHISPER_STREAMER_API_KEYS"

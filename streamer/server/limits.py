@@ -18,7 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..protocol import CloseCode, ProtocolError
+from wire import CloseCode, ProtocolError
+
+from ..config import ServerConfig
+from ..engine.load import WorkerLoad
+from ..metrics import StreamerMetrics
+from .auth import KeyStore, StreamLimiter
 
 
 class AudioRateLimiter:
@@ -69,3 +74,35 @@ class AdmissionControl:
                 int(CloseCode.LIMITS),
             )
         return Admission(True)
+
+
+class StreamGate:
+    """Who may open a stream, in order: the daemon's stream limit and the worker's load, then the
+    key's own stream limit (all 4429). A stream moved here from another replica is an admitted one
+    (slowed, never cut, when the worker saturates): only the counts apply to it."""
+
+    def __init__(self, config: ServerConfig, keys: KeyStore, load: WorkerLoad, metrics: StreamerMetrics) -> None:
+        self._config = config
+        self._keys = keys
+        self._load = load
+        self._metrics = metrics
+        self._admission = AdmissionControl(config.max_streams)
+        self._per_key = StreamLimiter()
+
+    def admit(self, key_id: str | None, active: int, now: float, *, moved: bool = False, shutting_down: bool = False) -> None:
+        """Takes a stream slot of `key_id`, or raises `ProtocolError` with the reason."""
+        saturated = not moved and self._load.saturated(now, self._config.max_load, self._config.max_tick_lag)
+        admission = self._admission.admit(active, 0.0 if moved else self._load.load(now), saturated, shutting_down=shutting_down)
+        if not admission.ok:
+            assert admission.close_code is not None
+            self._metrics.reject(admission.reason)
+            raise ProtocolError(CloseCode(admission.close_code), admission.message)
+        key = self._keys.by_id(key_id) if key_id is not None else None
+        if key is not None and not self._per_key.acquire(key.key_id, key.max_streams):
+            self._metrics.reject("key_limit")
+            raise ProtocolError(CloseCode.LIMITS, f"too many streams for key {key.key_id} (maximum {key.max_streams})")
+
+    def release(self, key_id: str | None) -> None:
+        """Gives back the slot `admit` took (a no-op for streams without a known key)."""
+        if key_id is not None and self._keys.by_id(key_id) is not None:
+            self._per_key.release(key_id)

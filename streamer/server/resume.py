@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..protocol import CloseCode, ProtocolError, Stable
+from wire import CloseCode, ProtocolError, Stable
+
 from ..state.journal import SESSION_ID_PATTERN
 
 StreamT = TypeVar("StreamT")

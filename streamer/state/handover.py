@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..protocol import CloseCode, ProtocolError, Stable, Start
+from wire import CloseCode, ProtocolError, Stable, Start
+
 from ..stream.tick import Word
 from .store import StoredSession
 

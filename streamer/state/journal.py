@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..protocol import Stable, server_message_to_dict
+from wire import Stable, server_message_body
 
 log = logging.getLogger("streamer.state.journal")
 
@@ -91,7 +91,7 @@ class JournalWriter:
     def append(self, stable: Stable) -> None:
         if stable.id <= self._last_id:
             raise ValueError(f"stable {stable.id} after {self._last_id}: ids must increase")
-        self._write(server_message_to_dict(stable))
+        self._write(server_message_body(stable))
         self._last_id = stable.id
 
     def _write(self, record: dict[str, Any]) -> None:

@@ -24,7 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from ..protocol import Stable, Start, WordTiming
+from wire import Stable, Start, WordTiming
+
 from .store import (
     KEY_PREFIX,
     NO_KEY,

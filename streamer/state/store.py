@@ -6,7 +6,7 @@ with), who may resume it (the key), and how much audio is committed (the client 
 came after). Audio that was not yet committed is not stored: the client keeps it and sends it
 again after a resume.
 
-Two backends behind one `SessionStore` protocol, chosen by `[store] backend`:
+Two backends behind one `SessionStore` protocol, chosen by `[store] backend` (`backends.make_store`):
   * `LocalStore`, the single-machine default: a stream lives in this process (the parked
     streams of `streamer.server.resume.DetachedSessions`) and on its disk (`journal`), so nothing is shared
     and `claim` finds nothing; the daemon behaves exactly as before.
@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..config import StoreConfig
-from ..protocol import Stable, Start, WordTiming, server_message_to_dict
+from wire import Stable, Start, WordTiming, server_message_body
 
 KEY_PREFIX = "whisper-streamer:"
 NO_KEY = ""  # the key id stored for a session opened without authentication
@@ -143,7 +142,7 @@ def start_from_dict(body: dict[str, Any]) -> Start:
 
 
 def stable_to_json(stable: Stable) -> str:
-    body = server_message_to_dict(stable)
+    body = server_message_body(stable)
     del body["type"]
     return json.dumps(body, ensure_ascii=False, allow_nan=False)
 
@@ -178,10 +177,3 @@ def committed_text(segments: Sequence[Stable], limit: int) -> str:
     space = text.find(" ")
     return text[space:] if space >= 0 else ""
 
-
-def make_store(config: StoreConfig) -> SessionStore:
-    if config.backend == "redis":
-        from .redis_store import RedisStore  # the redis package is needed only then
-
-        return RedisStore(config.url, config.ttl, config.replica)
-    return LocalStore()

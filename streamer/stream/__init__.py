@@ -7,7 +7,8 @@
 - `retry`: when a decode is not to be trusted and is done again;
 - `policy`: when words become stable (the commit policies, chosen by name);
 - `language`: the stream's language, fixed or decided by `streamer.stream.language_decider` (text held until then);
-- `messages`: stable and partial messages from words.
+- `messages`: stable and partial messages from words;
+- `results`: what a decode's result does (`ResultRules`, a part the session owns).
 
 `streamer.stream.session.Session` orchestrates them: audio in, tick requests out, results in,
 messages out.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
 
 
 class AudioBuffer:

@@ -3,7 +3,7 @@ forced context), and where it is trimmed or cut in a pause; the prompt holds wha
 
 from __future__ import annotations
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
 
 from ..config import Config
 from .buffer import AudioBuffer

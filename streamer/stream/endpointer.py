@@ -41,6 +41,7 @@ class Endpointer:
         self._starts: deque[float] = deque(maxlen=16)  # the latest speech starts, oldest first (see `onset_after`)
         self.final_reason: FinalReason | None = None  # commit all at the next tick
         self.endpoint_time: float | None = None  # end of speech, when an endpoint commit is pending
+        self.stopping = False  # no more audio will come: a final decode is for `STOP`
 
     def feed(self, samples: np.ndarray) -> list[Boundary]:
         boundaries = []
@@ -66,9 +67,15 @@ class Endpointer:
     def at_endpoint(self) -> bool:
         return self.final_reason is FinalReason.ENDPOINT
 
-    def want_final(self, *, stopping: bool) -> None:
+    def stop(self) -> None:
+        """No more audio will come: what is pending gets its final decode."""
+        self.stopping = True
+        if self.speech_pending:
+            self.final_reason = FinalReason.STOP
+
+    def want_final(self) -> None:
         """The next tick is a final decode (for the reason already pending, if one is)."""
-        self.final_reason = self.final_reason or (FinalReason.STOP if stopping else FinalReason.ENDPOINT)
+        self.final_reason = self.final_reason or (FinalReason.STOP if self.stopping else FinalReason.ENDPOINT)
 
     def endpoint_until(self) -> float | None:
         """An endpoint commits the words that started before the speaker stopped; later ones

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from model.audio import SAMPLE_RATE
-
-from ..protocol import CloseCode, ProtocolError, Start
+from model.constants import SAMPLE_RATE
+from wire import CloseCode, ProtocolError, Start
 
 MAX_FLOAT_PEAK = 2.0  # f32le samples beyond this are refused (4415); between 1 and this, clipped
 

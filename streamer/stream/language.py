@@ -10,9 +10,9 @@ and words to commit that were decoded in another language are decoded again in t
 from __future__ import annotations
 
 from model.tokenizer import normalize_language
+from wire import CloseCode, LanguageDetected, ProtocolError, ServerMessage, Start
 
 from ..config import Config
-from ..protocol import CloseCode, LanguageDetected, ProtocolError, ServerMessage, Start
 from .language_decider import LanguageDecider, LanguageDecision
 from .tick import Hypothesis, TickRequest, Word
 

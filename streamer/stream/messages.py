@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..protocol import Partial, Stable, WordTiming
+from wire import Partial, Stable, WordTiming
+
 from .tick import Word
 
 

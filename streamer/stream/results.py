@@ -2,18 +2,21 @@
 the commit policy's count, the messages, and the utterance's life cycle (done, next begun,
 decoded again, held for the language, cut at a language switch).
 
-`ResultRules` is the half of `streamer.stream.session.Session` that applies results; the session
-holds the parts (endpointer, stream buffer, policy, language) it works on.
+`ResultRules` is a part `streamer.stream.session.Session` owns and calls with each result. It
+works on the parts the session shares with it (endpointer, stream buffer, policy, language) and
+owns the state only results change: the stable ids, the latest hypothesis and partial, the
+utterance's retries, and the last decode's tokens (the next request's draft).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
+from wire import ServerMessage, Stable
 
 from ..config import Config
-from ..protocol import ServerMessage, Stable
 from . import retry
 from .commit import CommitPolicy, word_key
 from .context import StreamBuffer
@@ -24,6 +27,8 @@ from .language_decider import LanguageDecision
 from .messages import partial, stables
 from .policy import commit_count
 from .tick import Hypothesis, TickRequest, Word
+
+NO_DRAFT: tuple[float, str, tuple[int, ...]] = (-1.0, "", ())
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,12 @@ class Heard:
 
 
 class ResultRules:
-    _config: Config
-    _endpointer: Endpointer
-    _buffer: StreamBuffer
-    _policy: CommitPolicy
-    _lang: StreamLanguage
-    _in_flight: TickRequest | None
-    _draft: tuple[float, str, tuple[int, ...]]
-    stopping: bool
-
-    def _init_result_state(self) -> None:
-        """The state the result rules keep for the stream (ids) and its current utterance."""
+    def __init__(self, config: Config, endpointer: Endpointer, buffer: StreamBuffer, policy: CommitPolicy, lang: StreamLanguage) -> None:
+        self._config = config
+        self._endpointer = endpointer
+        self._buffer = buffer
+        self._policy = policy
+        self._lang = lang
         self._next_stable_id = 0
         self._committed_until = 0.0  # stream seconds: the end of the last stable word
         self._hypothesis: Heard | None = None  # the latest decode's uncommitted words
@@ -56,9 +56,45 @@ class ResultRules:
         self._tail_retried = False  # this utterance's final decode was done once more already
         self._retry_fallback: list[Word] = []  # a final decode's words, should the one done again hear none
         self._head: str | None = None  # word_key() the next decode should begin with (`_begin_next_utterance`)
+        # The last decode's tokens, with the window start and prompt they came from: the next
+        # decode of the same start says much the same, so the worker checks them as a draft.
+        self._draft = NO_DRAFT
+
+    @property
+    def next_stable_id(self) -> int:
+        return self._next_stable_id
+
+    @property
+    def partial_words(self) -> Sequence[Word]:
+        """The uncommitted words last sent as `partial`."""
+        return self._partial_words
+
+    @property
+    def tail_retried(self) -> bool:
+        """This utterance's final decode was done once more already (its context is kept short)."""
+        return self._tail_retried
+
+    def draft(self, window_start: float, prompt: str) -> tuple[int, ...]:
+        """The last decode's tokens, when the next decode has its window start and prompt."""
+        draft_start, draft_prompt, tokens = self._draft
+        return tokens if (draft_start, draft_prompt) == (window_start, prompt) else ()
+
+    def continue_after(self, next_stable_id: int) -> None:
+        """A stream continued from another replica: its ids go on after the segments there."""
+        self._next_stable_id = next_stable_id
+
+    def utterance_began(self) -> None:
+        """Speech started: a new utterance may need its own second decode."""
+        self._tail_retried = False
+
+    def apply(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]:
+        """The result of `request`, once it is known to be the one in flight."""
+        if request.probe:
+            return self._show_probe(request, hypothesis)
+        self._draft = (request.window_start, request.prompt, hypothesis.tokens)
+        return self._apply(request, hypothesis)
 
     def _apply(self, request: TickRequest, hypothesis: Hypothesis) -> list[ServerMessage]:
-        """The result of `request`, once it is known to be the one in flight."""
         stream, endpointer = self._config.stream, self._endpointer
         verdict = guard(hypothesis, request.window_start, request.window_end, stream, tail_retried=self._tail_retried)
         if verdict.loop:  # the prompt that may have led into the loop is dropped
@@ -98,18 +134,18 @@ class ResultRules:
         hears its audio again (the caller changed how)."""
         self._hypothesis = None
         if request.final:
-            self._endpointer.want_final(stopping=self.stopping)
+            self._endpointer.want_final()
         return []
 
     def _heard_past_endpoint(self, window_end: float, words: list[Word]) -> bool:
         return retry.heard_past_endpoint(self._endpointer.endpoint_until(), window_end, words, self._config.stream.edge_margin)
 
-    def _commit_at_endpoint(self) -> list[ServerMessage]:
+    def commit_at_endpoint(self) -> list[ServerMessage]:
         """At an endpoint, commits the latest hypothesis at once when it heard past the end of
         speech, and is in the stream's language (one decoded while that was held, in another, is
-        left to the final decode)."""
+        left to the final decode). The session calls it only while no decode is in flight."""
         heard = self._hypothesis
-        if not self._endpointer.at_endpoint or self._in_flight is not None or heard is None or self._lang.holding:
+        if not self._endpointer.at_endpoint or heard is None or self._lang.holding:
             return []
         if self._lang.is_other(heard.language):
             return []
@@ -161,12 +197,12 @@ class ResultRules:
     def _after_commit(self, heard: Heard, committed: list[Word], remaining: list[Word], *, final: bool, until: float | None, truncated: bool) -> bool:
         """Moves the utterance on after a commit; whether it is done (nothing left pending)."""
         endpointer, vad = self._endpointer, self._endpointer.vad
-        done = final and not truncated and not remaining and (self.stopping or not vad.in_speech)
+        done = final and not truncated and not remaining and (endpointer.stopping or not vad.in_speech)
         if done and (endpointer.epoch != heard.epoch or vad.last_voiced_end > heard.window_end):
             # Voice came after this decode's window while it ran (more words, the next utterance,
             # or a click): one more final decode hears it, rather than the stream ending without
             # it, or its buffer staying open with no final decode to come.
-            endpointer.want_final(stopping=self.stopping)
+            endpointer.want_final()
             endpointer.endpoint_time = vad.last_voiced_end
             done = False
         next_began = final and not truncated and not done and endpointer.next_utterance_began(until)
@@ -224,7 +260,7 @@ class ResultRules:
         stream = self._config.stream
         self._tail_retried = True
         self._hypothesis = None  # not to be committed at the endpoint meanwhile
-        self._endpointer.want_final(stopping=self.stopping)
+        self._endpointer.want_final()
         self._buffer.trim_committed(everything=True, overlap=min(stream.retry_overlap, stream.overlap / 2))
 
     def _observe_language(self, request: TickRequest, hypothesis: Hypothesis, words: list[Word], *, final: bool, until: float | None) -> tuple[list[ServerMessage], bool]:
@@ -232,7 +268,7 @@ class ResultRules:
         new decision or switch, and whether the decode, in another language, is done again:
         whether it would commit (`final`, `until`: as its words are to be decided) words in it."""
         earlier = self._endpointer.ends_earlier_utterance(request.commit_until)
-        decision = self._lang.observe(request, hypothesis, words, earlier=earlier, stopping=self.stopping)
+        decision = self._lang.observe(request, hypothesis, words, earlier=earlier, stopping=self._endpointer.stopping)
         switched = decision is not None and self._lang.language is not None
         messages: list[ServerMessage] = self._switch_language(decision, words) if switched and decision is not None else []
         if decision is not None:
@@ -260,7 +296,7 @@ class ResultRules:
         if onset > self._buffer.audio.start_time:
             self._buffer.audio.trim_to(int(onset * SAMPLE_RATE))
         self._buffer.prompt.clear()
-        self._draft = (-1.0, "", ())
+        self._draft = NO_DRAFT
         self._policy.reset()
         self._hypothesis = None
         self._partial_words = []

@@ -1,6 +1,6 @@
 """The retry rules: when a decode is not to be trusted as it is, and is done again.
 
-Each is a pure predicate; the session acts on it (`Session._decode_again*`).
+Each is a pure predicate; the result rules act on it (`ResultRules._decode_again*`, streamer/stream/results.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from .tick import Word
 
 
 def missed_head(head: str | None, prompt: str, words: list[Word]) -> bool:
-    """The first decode after a cut in the pause (`Session._begin_next_utterance`) did not begin
+    """The first decode after a cut in the pause (`ResultRules._begin_next_utterance`) did not begin
     with `head`, what the decode before it heard there: Whisper drops a phrase that repeats the
     end of its prompt (after "…what your country can do for you,", the audio "ask what you can do
     for your country" decoded as "can do for your country"). Decoded again without the prompt."""

@@ -9,7 +9,8 @@ flight, and whatever audio arrives meanwhile is in the next one.
 The rules live in `streamer/stream/`, a file each: the endpointer (VAD, utterance boundaries,
 why a decode is final), the stream buffer and its context, the prompt, the hallucination
 guard, the retry rules, the commit policy, the stream's language (in `auto`, stable text waits
-for the language decider); this file wires them together.
+for the language decider), and what a result does (`ResultRules`, a part the session owns and
+hands each result); this file wires them together.
 
 Gating: a session asks for ticks only while its uncommitted audio holds speech (VAD); in
 silence the buffer keeps just a short pre-roll, so silence is never decoded. Each decode hears
@@ -27,10 +28,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.audio import N_SAMPLES, SAMPLE_RATE
+from model.constants import N_SAMPLES, SAMPLE_RATE
+from wire import CloseCode, End, ProtocolError, Ready, ServerMessage, Start, VadEvent
 
 from ..config import Config
-from ..protocol import CloseCode, End, ProtocolError, Ready, ServerMessage, Start, VadEvent
 from .commit import CommitPolicy
 from .context import StreamBuffer
 from .endpointer import Endpointer, FinalReason
@@ -60,9 +61,10 @@ def _policy_of(start: Start, config: Config) -> CommitPolicy:
         raise ProtocolError(CloseCode.UNSUPPORTED, str(exc)) from exc
 
 
-class Session(ResultRules):
-    """One transcription stream (see the module docstring for ownership and gating). The commit
-    rules applied to a decode's result are `ResultRules`' (streamer/stream/results.py)."""
+class Session:
+    """One transcription stream (see the module docstring for ownership and gating). A decode's
+    result goes to its `ResultRules` (streamer/stream/results.py), which owns the stable ids, the
+    latest hypothesis and partial, and the draft; the session owns the requests."""
 
     def __init__(self, session_id: str, start: Start, config: Config, model: ModelInfo, policy: CommitPolicy | None = None) -> None:
         if start.endpoint_silence is not None:  # the stream's own endpointing (the drop-in interfaces map theirs here)
@@ -76,21 +78,22 @@ class Session(ResultRules):
         self._decoder = AudioDecoder(start)
         self._endpointer = Endpointer(config)
         self._buffer = StreamBuffer(config, prompt=start.prompt)
-        self._init_result_state()
+        self._results = ResultRules(config, self._endpointer, self._buffer, self._policy, self._lang)
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._onset_heard = False  # a decode heard the latest speech start: the next is no FIRST
         self._serial = 0
-        # The last decode's tokens, with the window start and prompt they came from: the next
-        # decode of the same start says much the same, so the worker checks them as a draft.
-        self._draft: tuple[float, str, tuple[int, ...]] = (-1.0, "", ())
-        self.stopping = False  # no more audio will come
         self._announce_end = True
         self.ended = False
 
     @property
     def language(self) -> str | None:
         return self._lang.language
+
+    @property
+    def stopping(self) -> bool:
+        """No more audio will come (`stop`, or the daemon's `finalize`)."""
+        return self._endpointer.stopping
 
     def continue_at(
         self, seconds: float, next_stable_id: int, prompt: str, language: str | None, context: Sequence[Word] = (), pending: Sequence[Word] = ()
@@ -107,7 +110,7 @@ class Session(ResultRules):
         self._endpointer.vad.skip_to(frames)
         self._last_request_end = sample
         self._decoder.input_samples = round(sample * self._start.sample_rate / SAMPLE_RATE)
-        self._next_stable_id = next_stable_id
+        self._results.continue_after(next_stable_id)
         self._buffer.prompt.text = prompt
         self._buffer.committed = list(context)
         if pending:
@@ -146,7 +149,7 @@ class Session(ResultRules):
 
     @property
     def stable_count(self) -> int:
-        return self._next_stable_id
+        return self._results.next_stable_id
 
     def on_audio(self, data: bytes) -> list[ServerMessage]:
         if self.stopping:
@@ -170,10 +173,8 @@ class Session(ResultRules):
 
     def _finish(self, *, announce_end: bool) -> list[ServerMessage]:
         messages = self._ingest(self._decoder.finish())
-        self.stopping = True
+        self._endpointer.stop()
         self._announce_end = announce_end
-        if self._endpointer.speech_pending:
-            self._endpointer.final_reason = FinalReason.STOP
         return messages + self._maybe_end()
 
     def _ingest(self, samples: np.ndarray) -> list[ServerMessage]:
@@ -187,7 +188,7 @@ class Session(ResultRules):
                 self._onset_heard = False
                 preroll_start = max(0.0, boundary.time - self._config.vad.preroll)
                 self._lang.decider.begin_utterance(preroll_start, self._endpointer.vad.voiced_seconds)
-                self._tail_retried = False  # a new utterance may need its own second decode
+                self._results.utterance_began()
             if boundary.began:
                 start_sample = int(boundary.time * SAMPLE_RATE)
                 if self._buffer.committed and self._lang.holding:
@@ -199,7 +200,8 @@ class Session(ResultRules):
                 self._last_request_end = max(self._last_request_end, start_sample + first)
             if "vad" in self._start.events:
                 messages.append(VadEvent(boundary.event, boundary.time))
-        messages.extend(self._commit_at_endpoint())
+        if self._in_flight is None:
+            messages.extend(self._results.commit_at_endpoint())
         self._end_hold()
         if self._endpointer.speech_pending:
             if self._endpointer.final_reason is None and audio.duration >= stream.max_buffer:
@@ -252,7 +254,6 @@ class Session(ResultRules):
         buffer = self._buffer.audio
         audio = buffer.window(N_SAMPLES)
         prompt = self._buffer.prompt_text()
-        draft_start, draft_prompt, draft = self._draft
         self._serial += 1
         request = TickRequest(
             session_id=self.id,
@@ -266,8 +267,8 @@ class Session(ResultRules):
             commit_until=self._endpointer.commit_until(),
             speech_epoch=self._endpointer.epoch,
             truncated=buffer.end > buffer.start + len(audio),
-            draft=draft if (draft_start, draft_prompt) == (buffer.start_time, prompt) else (),
-            context=self._buffer.context(tail_retried=self._tail_retried),
+            draft=self._results.draft(buffer.start_time, prompt),
+            context=self._buffer.context(tail_retried=self._results.tail_retried),
             detect_language=self._lang.holding,  # until the language is known, every decode tells it
             languages=self._lang.decider.candidates,
             detect_from=self._lang.decider.detect_from,
@@ -287,7 +288,7 @@ class Session(ResultRules):
         if self._lang.holding or begin - buffer.start < PROBE_AFTER * SAMPLE_RATE:
             return None
         audio = buffer.window(N_SAMPLES)[begin - buffer.start :]
-        prompt = self._buffer.prompt_text() + "".join(w.text for w in (*self._buffer.committed, *self._partial_words) if w.end <= begin / SAMPLE_RATE)
+        prompt = self._buffer.prompt_text() + "".join(w.text for w in (*self._buffer.committed, *self._results.partial_words) if w.end <= begin / SAMPLE_RATE)
         self._serial += 1
         return TickRequest(
             self.id, self._serial, audio, begin / SAMPLE_RATE, prompt[-self._config.stream.prompt_chars :], self._lang.request_language(begin / SAMPLE_RATE),
@@ -311,10 +312,7 @@ class Session(ResultRules):
         if self._in_flight is not request:
             raise RuntimeError(f"session {self.id}: result for request {request.serial}, which is not in flight")
         self._in_flight = None
-        if request.probe:
-            return self._show_probe(request, hypothesis) + self._maybe_end()
-        self._draft = (request.window_start, request.prompt, hypothesis.tokens)
-        return self._apply(request, hypothesis) + self._maybe_end()
+        return self._results.apply(request, hypothesis) + self._maybe_end()
 
     def _end_hold(self) -> None:
         """Text held past `language.max_hold` in a pause gets the final decode that decides."""
@@ -322,11 +320,11 @@ class Session(ResultRules):
         if endpointer.vad.in_speech or not endpointer.speech_pending or self._in_flight is not None or endpointer.final_reason is not None:
             return
         if endpointer.vad.pause_seconds >= self._config.stream.endpoint_silence and self._lang.hold_expired(self._buffer.audio.end_time):
-            endpointer.want_final(stopping=self.stopping)
+            endpointer.want_final()
 
     def _maybe_end(self) -> list[ServerMessage]:
         idle = self._in_flight is None and self._endpointer.final_reason is None and not self._endpointer.speech_pending
         if self.stopping and not self.ended and idle:
             self.ended = True
-            return [End(self._next_stable_id - 1, self._buffer.audio.end_time)] if self._announce_end else []
+            return [End(self._results.next_stable_id - 1, self._buffer.audio.end_time)] if self._announce_end else []
         return []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
 
 
 class TickKind(enum.Enum):

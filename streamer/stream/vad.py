@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from model.audio import SAMPLE_RATE
+from model.constants import SAMPLE_RATE
 
 FRAME_SAMPLES = 480  # 30 ms at 16 kHz, one of the three frame sizes webrtcvad accepts
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE

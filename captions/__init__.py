@@ -1,0 +1,1 @@
+"""Transcript and caption files (SRT, WebVTT, JSON, TXT): the standard library only, below model, streamer and clients."""
