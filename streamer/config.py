@@ -83,6 +83,7 @@ class ModelConfig:
     temperature_fallback: bool = False  # decode again hotter when a window looks repetitive or unlikely
     # Seconds of silence encoded after a decode's audio, the window rounded up to 5 s (0: whole
     # 30 s windows, as offline): a shorter window makes the encoder, most of a decode, cheaper.
+    # A final decode, which fixes an utterance's last words, always hears a whole window.
     encoder_padding: float = 10.0
     # Tokens a decode may sample per second of its window (+16), forced and timestamps included
     # (speech takes at most ~6): a decode caught in a loop stops there instead of at 224 tokens.
