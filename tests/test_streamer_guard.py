@@ -6,6 +6,8 @@ compression_ratio_threshold 2.4, doubtful_word_probability 0.5, unheard_word 0.0
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from streamer.config import StreamConfig
@@ -124,12 +126,8 @@ def test_an_unsure_unheard_run_inside_the_speech_is_dropped_and_a_sure_one_kept(
     words, heard_until, _ = verdict_of(before + inside + after)
     assert [w[0] for w in words] == [" or", " cost", " incurred", " in", " casting."]
     assert heard_until == pytest.approx(12.0 + 0.8 + 0.3)  # the last heard word's end, in stream time
-    sure = [replace_probability(w, 0.9) for w in inside]
+    sure = [replace(w, probability=0.9) for w in inside]
     assert [w[0] for w in verdict_of(before + sure + after)[0]] == [" or", " cost", " fact,", " it", " is", " incurred", " in", " casting."]
-
-
-def replace_probability(w: Word, probability: float) -> Word:
-    return Word(w.text, w.start, w.end, probability, w.ends_segment)
 
 
 def test_mean_probability() -> None:

@@ -206,64 +206,50 @@ class ClockedWorker(CostWorker):
         return super().submit(requests)
 
 
-def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> None:
-    """Worker batches reported at 0.3 s a row, answered at once: with `partial_busy` 0.5,
-    partials go about once per 0.6 s of wall time however many are due; a commit that comes due
-    while they are held goes at once."""
+def partials_then(late: TickKind) -> tuple[ClockedWorker, float]:
+    """Three streams keep a partial due for 1.5 s, batches reported at 0.3 s a row, answered at
+    once, with `partial_busy` 0.5; 0.9 s in, a stream "late" comes due with a `late` decode.
+    Returns the worker (its batches and when each was submitted) and when "late" came due."""
     worker = ClockedWorker(per_row=0.3)
     sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
     scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)
-    commit_due = 0.0
+    late_due = 0.0
 
     async def scenario() -> None:
-        nonlocal commit_due
+        nonlocal late_due
         task = asyncio.create_task(scheduler.run())
         began = time.monotonic()
         while time.monotonic() - began < 1.5:
             for session in sessions.values():
-                if session.due_tick is None and session.id != "c":
+                if session.due_tick is None and session.id != "late":
                     session.due_tick = TickKind.PARTIAL
                     scheduler.wake(session)
-            if "c" not in sessions and time.monotonic() - began > 0.9:
-                sessions["c"] = ScriptedSession("c", TickKind.FINAL)
-                commit_due = time.monotonic()
-                scheduler.wake(sessions["c"])
+            if "late" not in sessions and time.monotonic() - began > 0.9:
+                sessions["late"] = ScriptedSession("late", late)
+                late_due = time.monotonic()
+                scheduler.wake(sessions["late"])
             await asyncio.sleep(0.01)
         task.cancel()
 
     asyncio.run(scenario())
-    partials = [t for batch, t in zip(worker.batches, worker.submitted) if batch[0] != "c"]
+    return worker, late_due
+
+
+def test_partials_are_held_to_the_busy_share_and_commits_never_wait_for_it() -> None:
+    """Partials go about once per 0.6 s of wall time however many are due; a commit that comes
+    due while they are held goes at once."""
+    worker, commit_due = partials_then(TickKind.FINAL)
+    partials = [t for batch, t in zip(worker.batches, worker.submitted) if batch[0] != "late"]
     assert 2 <= len(partials) <= 4, worker.batches  # 1.5 s at 0.5 worker s per s, 0.3 s a row: ~3
-    commit = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "c")
+    commit = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "late")
     assert commit - commit_due < 0.1
 
 
 def test_the_first_decode_of_new_speech_may_overdraw_the_budget_by_a_row() -> None:
     """With the budget spent on other streams' partials (a row or less short), a stream's first
     decode of new speech (its first words) still goes at once, as a commit does."""
-    worker = ClockedWorker(per_row=0.3)
-    sessions = {f"p{i}": ScriptedSession(f"p{i}", TickKind.PARTIAL) for i in range(3)}
-    scheduler = TickScheduler(worker, sessions, lambda s, m: None, lambda s, e: None, max_batch=1, tick_interval=0.3, partial_busy=0.5)
-    first_due = 0.0
-
-    async def scenario() -> None:
-        nonlocal first_due
-        task = asyncio.create_task(scheduler.run())
-        began = time.monotonic()
-        while time.monotonic() - began < 1.5:
-            for session in sessions.values():
-                if session.due_tick is None and session.id != "f":
-                    session.due_tick = TickKind.PARTIAL
-                    scheduler.wake(session)
-            if "f" not in sessions and time.monotonic() - began > 0.9:
-                sessions["f"] = ScriptedSession("f", TickKind.FIRST)
-                first_due = time.monotonic()
-                scheduler.wake(sessions["f"])
-            await asyncio.sleep(0.01)
-        task.cancel()
-
-    asyncio.run(scenario())
-    first = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "f")
+    worker, first_due = partials_then(TickKind.FIRST)
+    first = next(t for batch, t in zip(worker.batches, worker.submitted) if batch[0] == "late")
     assert first - first_due < 0.1
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -23,17 +22,11 @@ from wire import Audio, ClientMessage, CloseCode, ErrorMessage, Flush, ProtocolE
 from ..protocol import SessionProtocol
 from ..server.auth import AuthDecision
 from ..server.host import Stream, StreamHost
-from .sink import short_reason
+from .sink import CloseFrame, short_reason
 
 log = logging.getLogger("streamer.interfaces.v1")
 
 AUTH_FIRST_FRAME_TIMEOUT = 10.0  # s a refused client has to send its first frame (its framing)
-
-
-@dataclass(frozen=True)
-class _Close:
-    code: int
-    reason: str
 
 
 class Outbox:
@@ -44,7 +37,7 @@ class Outbox:
     def __init__(self, websocket: ServerConnection, protocol: SessionProtocol) -> None:
         self._websocket = websocket
         self._protocol = protocol
-        self._queue: asyncio.Queue[tuple[bytes | str, asyncio.Future[bool] | None] | _Close] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes | str, asyncio.Future[bool] | None] | CloseFrame] = asyncio.Queue()
         self.closing = False
         self.task = asyncio.create_task(self._run(), name=f"writer-{websocket.id}")
 
@@ -56,7 +49,7 @@ class Outbox:
     def close(self, code: int, reason: str = "") -> None:
         if not self.closing:
             self.closing = True
-            self._queue.put_nowait(_Close(code, short_reason(reason)))
+            self._queue.put_nowait(CloseFrame(code, short_reason(reason)))
 
     def fail(self, code: int, message: str) -> None:
         """An `error` message, then the close with the same code (the reason repeats the message)."""
@@ -67,7 +60,7 @@ class Outbox:
         try:
             while True:
                 item = await self._queue.get()
-                if isinstance(item, _Close):
+                if isinstance(item, CloseFrame):
                     await self._websocket.close(item.code, item.reason)
                     return
                 frame, after = item

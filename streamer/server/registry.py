@@ -103,12 +103,13 @@ class StreamRegistry:
         attached resumable ones: those go on another replica from what the store holds."""
         self._shutting_down = True
         for stream in list(self.streams.values()):
-            if not (handover and stream.outbox is not None and stream.outbox.resumable):
+            if not (handover and _handed_over(stream)):
                 self._output.deliver(stream, stream.session.finalize())
         self.scheduler.wake()
 
     def settled(self, handover: bool) -> bool:
-        return all(s.session.ended or (handover and s.outbox is not None and s.outbox.resumable) for s in self.streams.values())
+        """Every stream ended, or (with `handover`) left as it is for another replica."""
+        return all(s.session.ended or (handover and _handed_over(s)) for s in self.streams.values())
 
     def close_all(self, code: int, reason: str) -> list[asyncio.Task[None]]:
         """Closes every attached stream's connection; returns their writers (done once flushed)."""
@@ -355,3 +356,8 @@ def _send_resumed(sink: MessageSink, session: Session, start: Start, audio_secon
     sink.send(Ready(session.id, session.model_name, start.sample_rate, resumed=True, audio_seconds=audio_seconds))
     for stable in replay:
         sink.send(stable)
+
+
+def _handed_over(stream: Stream) -> bool:
+    """At a handover drain, an attached resumable stream goes on elsewhere as it is (not finalised)."""
+    return stream.outbox is not None and stream.outbox.resumable
