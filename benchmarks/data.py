@@ -36,6 +36,7 @@ class Clip:
     text: str
     kind: str  # short | long | multilingual | nonspeech
     segments: tuple[Utterance, ...] = field(default=())
+    text_punct: str | None = None  # the text with case and punctuation, where `text` lacks them
 
 
 def data_available() -> bool:
@@ -63,6 +64,7 @@ def load_manifest(data_dir: Path = DATA_DIR) -> list[Clip]:
                 segments=tuple(
                     Utterance(s["id"], float(s["start_s"]), float(s["end_s"])) for s in entry.get("segments", ())
                 ),
+                text_punct=entry.get("text_punct"),
             )
         )
     return clips
@@ -72,10 +74,12 @@ def clips_of(kind: str, language: str | None = None) -> list[Clip]:
     return [c for c in load_manifest() if c.kind == kind and (language is None or c.language == language)]
 
 
-def long_clip_reference(clip: Clip) -> str:
-    """The reference text of a `long` clip: its utterances' `short` texts, in order."""
+def long_clip_reference(clip: Clip, *, punctuated: bool = False) -> str:
+    """The reference text of a `long` clip: its utterances' `short` texts, in order (with
+    `punctuated`, each one's `text_punct` where it has one)."""
     by_id = {c.id: c for c in load_manifest()}
-    return " ".join(by_id[u.id].text for u in clip.segments)
+    parts = [by_id[u.id] for u in clip.segments]
+    return " ".join((c.text_punct or c.text) if punctuated else c.text for c in parts)
 
 
 def joined_clip(clip_id: str, parts: Sequence[Clip], seed: int, directory: Path) -> Clip:

@@ -16,9 +16,13 @@ against the bars:
   normalised text (difflib);
 - first-partial latency: the first message with text from the utterance, minus when its start
   was sent (local-agreement: median <= 0.6 s);
+- sentences (`benchmarks.sentences`): WER over words with their case and sentence-final
+  punctuation, on the clips whose references are punctuated (the LJ Speech one), at most 1 point
+  above the offline transcript's; and of the stable text's sentence breaks, at most one in ten
+  where the offline transcript of the same audio has none (a *false* break);
 - stable text revised (ids out of order or repeated): 0; text during nonspeech clips: none.
 
-The bars are issue 14's, per commit policy (`--commit-policy`, passed on to the daemon); the exit
+The bars are issue 14's (issue 33's for sentences), per commit policy (`--commit-policy`, passed on to the daemon); the exit
 status is 1 when one fails.
 """
 
@@ -38,6 +42,7 @@ import numpy as np
 
 from benchmarks.daemon import Daemon
 from benchmarks.data import Clip, clips_of, joined_clip, load_manifest, long_clip_reference
+from benchmarks.sentences import Breaks, cased_error_rate, compare_breaks, is_punctuated
 from benchmarks.wer import normalize, word_error_rate
 
 
@@ -50,6 +55,8 @@ class Bars:
     first_partial_latency_median_s: float | None = None
     max_wer: float = 0.015
     max_wer_over_offline: float = 0.003
+    max_cased_wer_over_offline: float = 0.01
+    max_false_break_share: float = 0.1
 
 
 BARS = {"local-agreement": Bars(0.8, 1.5, 0.6), "alignatt": Bars(1.0)}
@@ -74,6 +81,9 @@ class ClipReport:
     first_partial_latency: tuple[float, ...]
     stable_revisions: int
     stable_text: str
+    offline_text: str
+    punctuated_reference: str | None  # None: the references do not all write sentences
+    sentence_breaks: Breaks  # the stable text's, against the offline transcript's
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,9 @@ class Report:
     clips: tuple[ClipReport, ...]
     streaming_wer: float
     offline_wer: float
+    cased_wer: float | None  # pooled over the clips with punctuated references (None: there are none)
+    offline_cased_wer: float | None
+    sentence_breaks: Breaks
     stable_latency_median: float
     stable_latency_p90: float
     first_partial_latency_median: float
@@ -124,7 +137,9 @@ def stable_revisions(events: list[Event]) -> int:
 
 
 def score_clip(clip: Clip, events: list[Event], offline_text: str, speed: float) -> ClipReport:
-    texts = {c.id: c.text for c in load_manifest()}
+    manifest = {c.id: c for c in load_manifest()}
+    texts = {i: c.text for i, c in manifest.items()}
+    punctuated = all(is_punctuated(manifest[u.id].text_punct or manifest[u.id].text) for u in clip.segments)
     reference = long_clip_reference(clip)
     stables = [e for e in events if e.msg.get("type") == "stable"]
     stable_text = "".join(e.msg["text"] for e in stables)
@@ -169,6 +184,9 @@ def score_clip(clip: Clip, events: list[Event], offline_text: str, speed: float)
         first_partial_latency=tuple(round(x, 3) for x in first_partial_latency),
         stable_revisions=stable_revisions(events),
         stable_text=stable_text.strip(),
+        offline_text=offline_text.strip(),
+        punctuated_reference=long_clip_reference(clip, punctuated=True) if punctuated else None,
+        sentence_breaks=compare_breaks(stable_text, offline_text),
     )
 
 
@@ -234,6 +252,10 @@ def run(
     stable = [x for r in reports for x in r.stable_latency]
     first = [x for r in reports for x in r.first_partial_latency]
     revisions = sum(r.stable_revisions for r in reports)
+    punctuated = [r for r in reports if r.punctuated_reference is not None]
+    cased = cased_error_rate([r.punctuated_reference or "" for r in punctuated], [r.stable_text for r in punctuated]) if punctuated else None
+    offline_cased = cased_error_rate([r.punctuated_reference or "" for r in punctuated], [r.offline_text for r in punctuated]) if punctuated else None
+    breaks = sum((r.sentence_breaks for r in reports), Breaks(0, 0, 0))
     bars = BARS[commit_policy]
     passed = {
         "wer": streaming_wer <= bars.max_wer,
@@ -242,7 +264,10 @@ def run(
         "no_stable_revised": revisions == 0,
         "no_text_in_nonspeech": not noise_text,
         "every_utterance_found": all(r.utterances_found == r.utterances for r in reports),
+        "false_sentence_breaks": breaks.false_share <= bars.max_false_break_share,
     }
+    if cased is not None and offline_cased is not None:
+        passed["cased_wer_over_offline"] = cased <= offline_cased + bars.max_cased_wer_over_offline
     if bars.stable_latency_p90_s is not None:
         passed["stable_latency_p90"] = percentile(stable, 90) <= bars.stable_latency_p90_s
     if bars.first_partial_latency_median_s is not None:
@@ -254,6 +279,9 @@ def run(
         clips=reports,
         streaming_wer=streaming_wer,
         offline_wer=offline_wer,
+        cased_wer=cased,
+        offline_cased_wer=offline_cased,
+        sentence_breaks=breaks,
         stable_latency_median=percentile(stable, 50),
         stable_latency_p90=percentile(stable, 90),
         first_partial_latency_median=percentile(first, 50),
@@ -287,6 +315,14 @@ def print_report(report: Report) -> None:
     line("streaming WER (all long clips)", f"{report.streaming_wer:.2%}", f"<= {bars.max_wer:.1%}", "wer")
     line("offline WER (model.transcribe)", f"{report.offline_wer:.2%}", "", None)
     line("streaming over offline", f"{100 * (report.streaming_wer - report.offline_wer):+.2f} pt", f"<= +{100 * bars.max_wer_over_offline:.1f} pt", "wer_over_offline")
+    if report.cased_wer is not None and report.offline_cased_wer is not None:
+        line("cased WER (punctuated clips)", f"{report.cased_wer:.2%}", "", None)
+        line("offline cased WER", f"{report.offline_cased_wer:.2%}", "", None)
+        over = 100 * (report.cased_wer - report.offline_cased_wer)
+        line("cased streaming over offline", f"{over:+.2f} pt", f"<= +{100 * bars.max_cased_wer_over_offline:.0f} pt", "cased_wer_over_offline")
+    b = report.sentence_breaks
+    line("false sentence breaks", f"{b.false}/{b.breaks}", f"<= {bars.max_false_break_share:.0%}", "false_sentence_breaks")
+    line("sentence breaks offline has, missed", str(b.missed), "", None)
     line("stable latency median", f"{report.stable_latency_median:.2f}s", bar_s(bars.stable_latency_median_s), "stable_latency_median")
     line("stable latency p90", f"{report.stable_latency_p90:.2f}s", bar_s(bars.stable_latency_p90_s), "stable_latency_p90")
     line("first-partial latency median", f"{report.first_partial_latency_median:.2f}s", bar_s(bars.first_partial_latency_median_s), "first_partial_latency_median")

@@ -102,6 +102,16 @@ def _to_ms(seconds: float) -> int:
 # ---- splitting segments into cues --------------------------------------------------------------
 
 
+_LEADING_MARKS = re.compile(r"^\s*[.?!…]+")
+
+
+def line_text(text: str) -> str:
+    """A segment's text as a line of its own (a cue, a TXT line, a terminal line): stripped, and
+    without the sentence mark a live stream may begin it with (the end of the sentence before,
+    which waited for this text: `start.hold_sentence_end`); a new line marks that end already."""
+    return _LEADING_MARKS.sub("", text).strip()
+
+
 @dataclass(frozen=True)
 class _Token:
     text: str  # with its leading whitespace, as Whisper writes words
@@ -116,7 +126,7 @@ def _tokens(segment: SegmentLike) -> list[_Token]:
         tokens = [_Token(w.word, _to_ms(w.start), _to_ms(w.end)) for w in words if w.word.strip()]
     else:
         # No word timings: time each word by its share of the characters.
-        pieces = re.findall(r"\s*\S+", segment.text)
+        pieces = re.findall(r"\s*\S+", line_text(segment.text))
         total = sum(len(p) for p in pieces) or 1
         tokens, offset = [], 0
         for piece in pieces:
@@ -243,7 +253,7 @@ VTT_HEADER = "WEBVTT\n\n"
 
 
 def _txt_line(segment: SegmentLike) -> str:
-    text = segment.text.strip()
+    text = line_text(segment.text)
     speaker = getattr(segment, "speaker", None)
     return (f"{speaker}: {text}" if speaker else text) + "\n"
 
@@ -273,7 +283,7 @@ def render(segments: Sequence[SegmentLike], fmt: TranscriptFormat, limits: CueLi
         return VTT_HEADER + "".join(_vtt_block(cue) for cue in caption_cues(segments, limits))
     if fmt is TranscriptFormat.JSON:
         return _json_document(segments)
-    return "".join(_txt_line(s) for s in sorted(segments, key=lambda s: s.start) if s.text.strip())
+    return "".join(_txt_line(s) for s in sorted(segments, key=lambda s: s.start) if line_text(s.text))
 
 
 def _write(segments: Sequence[SegmentLike], file: TextIO | str | os.PathLike[str], fmt: TranscriptFormat, limits: CueLimits) -> None:
@@ -356,7 +366,7 @@ class TranscriptWriter:
 
     def _append(self, segment: SegmentLike) -> None:
         if self.format is TranscriptFormat.TXT:
-            text = _txt_line(segment) if segment.text.strip() else ""
+            text = _txt_line(segment) if line_text(segment.text) else ""
         else:
             blocks = []
             for cue in segment_cues(segment, self.limits):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from captions.writers import TranscriptWriter
+from captions.writers import TranscriptWriter, line_text
 from wire import ErrorMessage, LanguageDetected, Partial, Stable
 
 from .connection import Resumed
@@ -32,11 +32,12 @@ class CaptionDisplay:
             self._draw_partial()
 
     def stable(self, text: str, speaker: str | None = None) -> None:
-        if not text.strip():
+        text = line_text(text)
+        if not text:
             return
         if self._interactive:
             self._out.write(_CLEAR_LINE)
-        self._out.write(_labelled(text.strip(), speaker) + "\n")
+        self._out.write(_labelled(text, speaker) + "\n")
         self._partial = ""
         self._out.flush()
 

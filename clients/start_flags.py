@@ -25,6 +25,7 @@ HELP = {
     "events": f"extra events to receive, comma-separated: {','.join(EVENTS)}",
     "prompt": "initial context for the decoder: names and terms it should spell as given",
     "commit_policy": "when words become stable: local-agreement or alignatt (default: the daemon's)",
+    "hold_sentence_end": "the full stop ending an utterance's stable text waits for what follows (default: on)",
     "endpoint_silence": f"seconds of silence that end an utterance, {ENDPOINT_SILENCE[0]:g}..{ENDPOINT_SILENCE[1]:g} (default: the daemon's)",
 }
 

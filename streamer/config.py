@@ -152,6 +152,7 @@ class StreamConfig:
     unheard_run: int = 2  # ...and this many such words in a row were made up, not heard
     max_word_seconds: float = 1.5  # a committed word "longer" than this was stretched by the alignment
     context_pause: float = 3.0  # s of pause after which the last utterance is no longer the next one's context
+    sentence_pause: float = 2.0  # s of pause after which the mark held back from the last stable word is sent (the sentence ended)
 
     def __post_init__(self) -> None:
         _check(0.05 <= self.tick_interval <= 10.0, f"stream.tick_interval must be in 0.05..10 s, got {self.tick_interval}")
@@ -171,7 +172,7 @@ class StreamConfig:
         _check(self.commit_policy in COMMIT_POLICIES, f"stream.commit_policy must be one of {COMMIT_POLICIES}, got {self.commit_policy!r}")
         _check(2 <= self.local_agreement_n <= 10, f"stream.local_agreement_n must be in 2..10, got {self.local_agreement_n}")
         _check(0.0 <= self.alignatt_margin <= 5.0, f"stream.alignatt_margin must be in 0..5 s, got {self.alignatt_margin}")
-        for name in ("endpoint_margin", "edge_margin", "unheard_tail", "retry_overlap", "merged_overlap", "unheard_word", "max_word_seconds", "context_pause"):
+        for name in ("endpoint_margin", "edge_margin", "unheard_tail", "retry_overlap", "merged_overlap", "unheard_word", "max_word_seconds", "context_pause", "sentence_pause"):
             _check(0.0 <= getattr(self, name) <= 30.0, f"stream.{name} must be in 0..30 s, got {getattr(self, name)}")
         _check(self.unheard_run >= 1, f"stream.unheard_run must be >= 1, got {self.unheard_run}")
 

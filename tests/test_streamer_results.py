@@ -193,3 +193,51 @@ def test_a_repetition_loop_drops_the_prompt_and_the_agreement_so_far() -> None:
     assert stable_texts(messages) == []  # without the reset, " we go again" agreed with the decode before
     assert partial_texts(messages) == []  # the words before the loop are the partial already
     assert [w.text for w in p.rules.partial_words] == [" we", " go", " again"]
+
+
+def endpoint_commit(p: Parts, serial: int, heard: tuple[Word, ...], window_end: float) -> list[ServerMessage]:
+    """A decode heard past the speaker's stop at `heard`'s last word's end, then the endpoint."""
+    p.endpointer.speech_pending = True
+    p.rules.apply(request(p, serial, window_end), hypothesis(heard))
+    p.endpointer.final_reason, p.endpointer.endpoint_time = FinalReason.ENDPOINT, heard[-1].end
+    return p.rules.commit_at_endpoint()
+
+
+def test_the_full_stop_that_ends_an_utterance_waits_for_what_follows() -> None:
+    p = parts(seconds=8.0)
+    first = endpoint_commit(p, 1, words((" an", 0.2, 0.5), (" exact", 0.5, 0.9), (" imitation.", 0.9, 1.5)), 2.0)
+    assert stable_texts(first) == [(0, " an exact imitation")]
+    assert p.rules.sentence_end_held_after == 1.5
+    # The sentence goes on: the mark is dropped.
+    goes_on = endpoint_commit(p, 2, words((" of", 2.2, 2.4), (" the", 2.4, 2.6), (" writing.", 2.6, 3.2)), 3.6)
+    assert stable_texts(goes_on) == [(1, " of the writing")]
+    # A new sentence: its text begins with the mark.
+    new = endpoint_commit(p, 3, words((" The", 4.0, 4.2), (" next.", 4.2, 4.8)), 5.2)
+    assert stable_texts(new) == [(2, ". The next")]
+    assert p.buffer.prompt_text() == " an exact imitation of the writing. The next"  # the decoder's context gets the mark back
+    # Nothing follows: the mark on its own, where the word ended.
+    released = p.rules.release_sentence_end()
+    assert [(m.id, m.text, m.start, m.words) for m in released if isinstance(m, Stable)] == [(3, ".", 4.8, ())]
+    assert p.rules.release_sentence_end() == [] and p.rules.sentence_end_held_after is None
+
+
+def test_a_decode_that_heard_words_after_the_stop_keeps_its_mark() -> None:
+    p = parts()
+    p.rules.apply(request(p, 1, 2.0), hypothesis(THE_CAT_SAT))
+    messages = p.rules.apply(request(p, 2, 2.0, final=True), hypothesis(words((" the", 0.2, 0.6), (" cat", 0.6, 1.0), (" sat.", 1.0, 1.4))))
+    assert stable_texts(messages) == [(0, " the cat sat.")]  # a flush or stop: not an endpoint's commit
+    assert p.rules.sentence_end_held_after is None
+
+
+
+def test_after_a_decoders_full_stop_the_next_stable_text_begins_a_sentence() -> None:
+    p = parts(seconds=2.0)
+    endpoint_commit(p, 1, words((" young", 0.2, 0.5), (" man.", 0.5, 0.9)), 1.4)
+    context = tuple(p.buffer.committed)  # kept across the short pause, the held mark left out
+    assert [w.text for w in context] == [" young", " man"]
+    p.endpointer.speech_pending = True
+    p.endpointer._starts.append(1.5)  # the speaker went on at 1.5 s
+    heard = (*words((" young", 0.2, 0.5), (" man.", 0.5, 0.9)), *words((" unless", 1.6, 2.0), (" to", 2.0, 2.2)))
+    ask = TickRequest("s", 2, np.zeros(int(2.6 * SAMPLE_RATE), np.float32), 0.0, "", "en", "transcribe", final=True, commit_until=None, speech_epoch=p.endpointer.epoch, context=context)
+    messages = p.rules.apply(ask, hypothesis(heard))
+    assert stable_texts(messages) == [(1, ". Unless to")]

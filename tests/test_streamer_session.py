@@ -776,3 +776,35 @@ def test_a_final_commit_stops_before_a_word_that_runs_into_the_next_utterance(mi
     assert endpointer.utterance_bound([last, inside], until) == until
     stretched = Word(" you.", speech_end - 0.3, onset + 0.3, 0.9)  # begun before the pause: this utterance's
     assert endpointer.utterance_bound([stretched], until) == until
+
+
+def test_a_sentence_mark_the_decoder_writes_again_in_context_is_sent_once_before_what_follows(mixed) -> None:
+    clip, audio = mixed
+    script = [replace(w, text=w.text + ".") if w.ends_segment else w for w in scripted_words(clip, 3)]
+    produced, _ = drive(new_session(), audio, lambda r: hear(script, r))
+    messages = [m for _, m in produced]
+    stables = [m for m in messages if isinstance(m, Stable)]
+    assert "".join(s.text for s in stables).split() == [w.text.strip() for w in script]
+    assert any(s.text.startswith(". ") for s in stables)  # held, then sent before the next sentence
+    assert isinstance(messages[-1], End) and messages[-1].last_stable_id == stables[-1].id
+
+
+def test_a_full_stop_heard_only_at_a_pause_is_dropped_when_the_decoder_goes_on_past_it(mixed) -> None:
+    clip, audio = mixed
+    placed = scripted_words(clip, 3)
+    utterance_ends = {w.end for w in placed if w.ends_segment}
+    script = [replace(w, ends_segment=False) for w in placed]  # one sentence: no segment ends at the pauses
+
+    def at_a_pause(request: TickRequest) -> Hypothesis:
+        # Whisper ends a window that ends in a pause with a full stop, but not the same words
+        # heard with the speech after them: the sentence goes on.
+        heard = hear(script, request)
+        last = heard.words[-1] if heard.words else None
+        if last is not None and any(abs(end - request.window_start - last.end) < 1e-6 for end in utterance_ends):
+            heard = replace(heard, words=(*heard.words[:-1], replace(last, text=last.text + ".")))
+        return heard
+
+    produced, _ = drive(new_session(), audio, at_a_pause)
+    stables = [m for _, m in produced if isinstance(m, Stable)]
+    text = "".join(s.text for s in stables)
+    assert text.split()[:-1] == [w.text.strip() for w in script][:-1] and text.count(".") == 1 and text.endswith(".")

@@ -56,6 +56,7 @@ NON_DEFAULT: dict[str, Any] = {
     "prompt": "Kubernetes, nginx, Müller",
     "commit_policy": "alignatt",
     "endpoint_silence": 1.5,
+    "hold_sentence_end": False,
 }
 
 WORDS = (WordTiming(" Hello", 0.0, 0.42, 0.9812), WordTiming(" world.", 0.42, 0.9, 0.75))

@@ -10,6 +10,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +21,7 @@ from captions.writers import (
     TranscriptFormat,
     TranscriptWriter,
     caption_cues,
+    line_text,
     srt_timestamp,
     vtt_timestamp,
     write_json,
@@ -267,6 +269,21 @@ def test_any_segments_round_trip_within_limits(segments: list[Segment], width: i
     write_srt(segments, out, limits)
     cues = parse_srt(out.getvalue())
     assert_caption_rules(cues, limits)
-    # No word is lost or reordered (a word wider than a line is cut, so compare without spaces).
-    expected = "".join("".join(s.text.split()) for s in sorted(segments, key=lambda s: s.start))
+    # No word is lost or reordered (a word wider than a line is cut, so compare without spaces);
+    # a text without word timings loses only the sentence mark it may begin with (`line_text`).
+    expected = "".join("".join((s.text if s.words else line_text(s.text)).split()) for s in sorted(segments, key=lambda s: s.start))
     assert "".join("".join(line.replace(" ", "") for line in c.lines) for c in cues) == expected
+
+
+def test_a_held_sentence_mark_joins_the_text_but_begins_no_line(tmp_path: Path) -> None:
+    # A live stream sends the full stop that ends a sentence with the text after it, or alone.
+    segments = [Segment(0.0, 1.0, " It ended"), Segment(1.5, 2.5, ". The next one"), Segment(2.5, 2.5, ".")]
+    out = io.StringIO()
+    write_txt(segments, out)
+    assert out.getvalue() == "It ended\nThe next one\n"
+    srt = io.StringIO()
+    write_srt(segments, srt)
+    assert [c.lines for c in parse_srt(srt.getvalue())] == [("It ended",), ("The next one",)]
+    path = tmp_path / "t.json"
+    write_json(segments, path)
+    assert json.loads(path.read_text())["text"] == "It ended. The next one."

@@ -29,6 +29,9 @@ class Start:
     prompt: str = ""  # initial decoder context (vocabulary, names; the drop-in interfaces' keyterms / prompt)
     commit_policy: str = ""  # when words become stable; empty: the daemon's stream.commit_policy
     endpoint_silence: float | None = None  # s of silence that ends an utterance; None: the daemon's
+    # The mark that ends an utterance's stable text waits for what follows (docs/protocol.md,
+    # Sentences); False: it ends as Whisper heard it (the drop-in interfaces: their finals stand alone).
+    hold_sentence_end: bool = True
 
     def __post_init__(self) -> None:
         if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
@@ -81,6 +84,7 @@ def parse_start(body: Mapping[str, Any]) -> Start:
         "prompt": read(body, "prompt", str, Start.prompt),
         "commit_policy": read(body, "commit_policy", str, Start.commit_policy),
         "endpoint_silence": _seconds(read(body, "endpoint_silence", NUMBER, None)),
+        "hold_sentence_end": read(body, "hold_sentence_end", bool, Start.hold_sentence_end),
     }
     version = read(body, "version", int, PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:

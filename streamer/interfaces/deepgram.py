@@ -55,6 +55,7 @@ class DeepgramOptions:
             events=("vad",),
             prompt=keyterm_prompt(self.keyterms),
             endpoint_silence=endpoint_silence(self.endpointing_ms),
+            hold_sentence_end=False,  # each final result is read on its own, ended as heard
         )
 
 

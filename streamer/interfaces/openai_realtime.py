@@ -182,7 +182,9 @@ class RealtimeSession:
     def start(self) -> Start:
         rate = PCM_RATE if self.audio_format == "pcm16" else G711_RATE
         prompt = " " + self.prompt.strip() if self.prompt else ""
-        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",), prompt=prompt, endpoint_silence=endpoint_silence(self.silence_ms))
+        # Each item's transcript is read on its own: it ends as Whisper heard it.
+        silence = endpoint_silence(self.silence_ms)
+        return Start(sample_rate=rate, language=self.language or "auto", events=("vad",), prompt=prompt, endpoint_silence=silence, hold_sentence_end=False)
 
     def _append(self, audio: Any) -> list[Action]:
         if not isinstance(audio, str):

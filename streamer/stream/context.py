@@ -3,6 +3,8 @@ forced context), and where it is trimmed or cut in a pause; the prompt holds wha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from model.constants import SAMPLE_RATE
 
 from ..config import Config
@@ -28,6 +30,15 @@ class StreamBuffer:
         again, because one went wrong after its context, hears them afresh: forced, they led it to
         the same place ("…with ugly ones.", then nothing of the 7 s utterance after them)."""
         return () if tail_retried or self.unprompted else tuple(self.committed)
+
+    def end_sentence(self, after: float, mark: str) -> None:
+        """The committed word that ended at `after` ends a sentence after all: it gets back `mark`
+        (`streamer.stream.sentence`), in the context or, moved on, at the prompt's end."""
+        for i, word in enumerate(self.committed):
+            if word.end == after:
+                self.committed[i] = replace(word, text=word.text + mark)
+                return
+        self.prompt.end_sentence(mark)
 
     def trim_silence(self) -> None:
         """No speech pending: the buffer keeps the last `stream.overlap` s of committed words as the

@@ -30,6 +30,13 @@ class Prompt:
             text = text[space:] if space >= 0 else ""
         self.text = text
 
+    def end_sentence(self, mark: str) -> None:
+        """The text so far ends a sentence with `mark` (held back from its last word)."""
+        if self._open:
+            self.text, self._open = self.text + self._open, ""
+        if self.text:
+            self.text += mark
+
     def clear(self) -> None:
         """After a repetition loop: the prompt may have led into it."""
         self.text = self._open = ""

@@ -26,6 +26,7 @@ from .language import StreamLanguage
 from .language_decider import LanguageDecision
 from .messages import partial, stables
 from .policy import commit_count
+from .sentence import SentenceEnd, capitalized
 from .tick import Hypothesis, TickRequest, Word
 
 NO_DRAFT: tuple[float, str, tuple[int, ...]] = (-1.0, "", ())
@@ -43,8 +44,11 @@ class Heard:
 
 
 class ResultRules:
-    def __init__(self, config: Config, endpointer: Endpointer, buffer: StreamBuffer, policy: CommitPolicy, lang: StreamLanguage) -> None:
+    def __init__(
+        self, config: Config, endpointer: Endpointer, buffer: StreamBuffer, policy: CommitPolicy, lang: StreamLanguage, *, hold_sentence_end: bool = True
+    ) -> None:
         self._config = config
+        self._hold_sentence_end = hold_sentence_end  # `Start.hold_sentence_end`
         self._endpointer = endpointer
         self._buffer = buffer
         self._policy = policy
@@ -59,6 +63,7 @@ class ResultRules:
         # The last decode's tokens, with the window start and prompt they came from: the next
         # decode of the same start says much the same, so the worker checks them as a draft.
         self._draft = NO_DRAFT
+        self._sentence = SentenceEnd()  # the mark held back from the last utterance's stable text
 
     @property
     def next_stable_id(self) -> int:
@@ -101,6 +106,8 @@ class ResultRules:
             self._buffer.prompt.clear()
             self._policy.reset()
         words = self._buffer.new_words(verdict.words)
+        if written := self._sentence.heard(request.context, verdict.words[: len(verdict.words) - len(words)]):
+            self._buffer.end_sentence(self._sentence.after, written)
         head, self._head = self._head, None
         if retry.missed_head(head, request.prompt, words):
             self._buffer.unprompted = True
@@ -167,7 +174,9 @@ class ResultRules:
             until = self._endpointer.utterance_bound(words, until)
         count = commit_count(self._policy, words, final=final, until=until, truncated=truncated, window_end=heard.window_end)
         committed, remaining = words[:count], words[count:]
-        messages: list[ServerMessage] = list(self._commit(committed, heard.language)) if committed else []
+        # An endpoint's commit that ends the decode's words did not hear what follows the pause.
+        hold_mark = final and until is not None and not remaining and not self._endpointer.stopping and self._hold_sentence_end
+        messages: list[ServerMessage] = list(self._commit(committed, heard.language, hold_mark=hold_mark)) if committed else []
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
         if self._after_commit(heard, committed, remaining, final=final, until=until, truncated=truncated):
@@ -312,17 +321,44 @@ class ResultRules:
             self._policy.reset()
         return self._update_partial(words)
 
-    def _commit(self, words: list[Word], language: str) -> list[Stable]:
+    def _commit(self, words: list[Word], language: str, *, hold_mark: bool = False) -> list[Stable]:
         """Stable messages for `words`, one per Whisper segment they span. Stable times never go
         back: word alignment moves a boundary by tens of ms from one decode to the next, so a
-        word that begins before the last stable word's end is moved to begin there."""
+        word that begins before the last stable word's end is moved to begin there. The mark
+        held back from the text before decides how they begin; with `hold_mark`, their last
+        word's is held in turn (`streamer.stream.sentence`)."""
         words = _in_order(words, self._committed_until)
+        prefix, lacking = self._sentence.before("".join(w.text for w in words))
+        if lacking:
+            self._buffer.end_sentence(self._sentence.after, lacking)
+        if SentenceEnd.ends_sentence(prefix) and words:  # a decode before the verdict went on without the mark
+            words = [capitalized(words[0]), *words[1:]]
+        if hold_mark:
+            words = self._sentence.hold(words)
         messages = stables(words, self._next_stable_id, self._lang.language or language)
+        if prefix and messages:
+            messages[0] = replace(messages[0], text=prefix + messages[0].text)
         self._next_stable_id += len(messages)
         if words:
             self._committed_until = max(self._committed_until, words[-1].end)
         self._buffer.committed = self._buffer.committed + list(words)
         return messages
+
+    @property
+    def sentence_end_held_after(self) -> float | None:
+        """Where the stable word whose sentence mark is held back ended (None: none is held)."""
+        return self._sentence.after if self._sentence.mark else None
+
+    def release_sentence_end(self) -> list[ServerMessage]:
+        """The held mark as a stable message of its own: nothing follows it (a long pause, a
+        flush, the stream's end)."""
+        mark = self._sentence.release()
+        if not mark:
+            return []
+        at = self._sentence.after
+        message = Stable(self._next_stable_id, at, at, mark, (), self._lang.language or "")
+        self._next_stable_id += 1
+        return [message]
 
     def _update_partial(self, words: list[Word]) -> list[ServerMessage]:
         previous, self._partial_words = self._partial_words, words

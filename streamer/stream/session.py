@@ -78,7 +78,7 @@ class Session:
         self._decoder = AudioDecoder(start)
         self._endpointer = Endpointer(config)
         self._buffer = StreamBuffer(config, prompt=start.prompt)
-        self._results = ResultRules(config, self._endpointer, self._buffer, self._policy, self._lang)
+        self._results = ResultRules(config, self._endpointer, self._buffer, self._policy, self._lang, hold_sentence_end=start.hold_sentence_end)
         self._in_flight: TickRequest | None = None
         self._last_request_end = 0  # absolute sample index where the last request's audio ended
         self._onset_heard = False  # a decode heard the latest speech start: the next is no FIRST
@@ -157,11 +157,13 @@ class Session:
         return self._ingest(self._decoder.decode(data))
 
     def flush(self) -> list[ServerMessage]:
-        """Commit what is pending at the next tick (nothing to do when no speech is pending)."""
+        """Commit what is pending at the next tick; with no speech pending, the sentence mark held
+        back from the stable text (`streamer.stream.sentence`) at once."""
         if self._endpointer.speech_pending:
             self._endpointer.final_reason = FinalReason.FLUSH
             self._lang.decider.expire()  # text held for the language is wanted now too
-        return []
+            return []
+        return self._results.release_sentence_end()
 
     def stop(self) -> list[ServerMessage]:
         """No more audio: finalise what is pending, then `end` (at once when nothing is)."""
@@ -208,6 +210,9 @@ class Session:
                 self._endpointer.final_reason = FinalReason.FULL
         elif self._in_flight is None:
             self._buffer.trim_silence()
+            held_after = self._results.sentence_end_held_after
+            if held_after is not None and audio.end_time - held_after >= stream.sentence_pause:
+                messages.extend(self._results.release_sentence_end())  # the speaker stopped: the sentence ended
         return messages
 
     # ---- ticks -------------------------------------------------------------------------------
@@ -326,5 +331,6 @@ class Session:
         idle = self._in_flight is None and self._endpointer.final_reason is None and not self._endpointer.speech_pending
         if self.stopping and not self.ended and idle:
             self.ended = True
-            return [End(self._results.next_stable_id - 1, self._buffer.audio.end_time)] if self._announce_end else []
+            messages = self._results.release_sentence_end()
+            return messages + [End(self._results.next_stable_id - 1, self._buffer.audio.end_time)] if self._announce_end else messages
         return []
