@@ -207,7 +207,7 @@ def test_the_full_stop_that_ends_an_utterance_waits_for_what_follows() -> None:
     p = parts(seconds=8.0)
     first = endpoint_commit(p, 1, words((" an", 0.2, 0.5), (" exact", 0.5, 0.9), (" imitation.", 0.9, 1.5)), 2.0)
     assert stable_texts(first) == [(0, " an exact imitation")]
-    assert p.rules.sentence_end_held_after == 1.5
+    assert p.rules.stable.held_after == 1.5
     # The sentence goes on: the mark is dropped.
     goes_on = endpoint_commit(p, 2, words((" of", 2.2, 2.4), (" the", 2.4, 2.6), (" writing.", 2.6, 3.2)), 3.6)
     assert stable_texts(goes_on) == [(1, " of the writing")]
@@ -216,9 +216,9 @@ def test_the_full_stop_that_ends_an_utterance_waits_for_what_follows() -> None:
     assert stable_texts(new) == [(2, ". The next")]
     assert p.buffer.prompt_text() == " an exact imitation of the writing. The next"  # the decoder's context gets the mark back
     # Nothing follows: the mark on its own, where the word ended.
-    released = p.rules.release_sentence_end()
+    released = p.rules.stable.release()
     assert [(m.id, m.text, m.start, m.words) for m in released if isinstance(m, Stable)] == [(3, ".", 4.8, ())]
-    assert p.rules.release_sentence_end() == [] and p.rules.sentence_end_held_after is None
+    assert p.rules.stable.release() == [] and p.rules.stable.held_after is None
 
 
 def test_a_decode_that_heard_words_after_the_stop_keeps_its_mark() -> None:
@@ -226,7 +226,7 @@ def test_a_decode_that_heard_words_after_the_stop_keeps_its_mark() -> None:
     p.rules.apply(request(p, 1, 2.0), hypothesis(THE_CAT_SAT))
     messages = p.rules.apply(request(p, 2, 2.0, final=True), hypothesis(words((" the", 0.2, 0.6), (" cat", 0.6, 1.0), (" sat.", 1.0, 1.4))))
     assert stable_texts(messages) == [(0, " the cat sat.")]  # a flush or stop: not an endpoint's commit
-    assert p.rules.sentence_end_held_after is None
+    assert p.rules.stable.held_after is None
 
 
 

@@ -4,8 +4,9 @@ decoded again, held for the language, cut at a language switch).
 
 `ResultRules` is a part `streamer.stream.session.Session` owns and calls with each result. It
 works on the parts the session shares with it (endpointer, stream buffer, policy, language) and
-owns the state only results change: the stable ids, the latest hypothesis and partial, the
-utterance's retries, and the last decode's tokens (the next request's draft).
+owns the state only results change: the stable text as sent (`StableText`, its part: ids, times,
+the held sentence mark), the latest hypothesis and partial, the utterance's retries, and the
+last decode's tokens (the next request's draft).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from model.constants import SAMPLE_RATE
-from wire import ServerMessage, Stable
+from wire import ServerMessage
 
 from ..config import Config
 from . import retry
@@ -24,9 +25,9 @@ from .endpointer import Endpointer, FinalReason
 from .guard import guard
 from .language import StreamLanguage
 from .language_decider import LanguageDecision
-from .messages import partial, stables
+from .messages import partial
 from .policy import commit_count
-from .sentence import SentenceEnd, capitalized
+from .stable import StableText
 from .tick import Hypothesis, TickRequest, Word
 
 NO_DRAFT: tuple[float, str, tuple[int, ...]] = (-1.0, "", ())
@@ -48,13 +49,11 @@ class ResultRules:
         self, config: Config, endpointer: Endpointer, buffer: StreamBuffer, policy: CommitPolicy, lang: StreamLanguage, *, hold_sentence_end: bool = True
     ) -> None:
         self._config = config
-        self._hold_sentence_end = hold_sentence_end  # `Start.hold_sentence_end`
         self._endpointer = endpointer
         self._buffer = buffer
         self._policy = policy
         self._lang = lang
-        self._next_stable_id = 0
-        self._committed_until = 0.0  # stream seconds: the end of the last stable word
+        self.stable = StableText(buffer, lang, hold_sentence_end=hold_sentence_end)  # ids, times, the held sentence mark
         self._hypothesis: Heard | None = None  # the latest decode's uncommitted words
         self._partial_words: list[Word] = []  # the uncommitted words last sent as `partial`
         self._tail_retried = False  # this utterance's final decode was done once more already
@@ -63,11 +62,10 @@ class ResultRules:
         # The last decode's tokens, with the window start and prompt they came from: the next
         # decode of the same start says much the same, so the worker checks them as a draft.
         self._draft = NO_DRAFT
-        self._sentence = SentenceEnd()  # the mark held back from the last utterance's stable text
 
     @property
     def next_stable_id(self) -> int:
-        return self._next_stable_id
+        return self.stable.next_id
 
     @property
     def partial_words(self) -> Sequence[Word]:
@@ -86,7 +84,7 @@ class ResultRules:
 
     def continue_after(self, next_stable_id: int) -> None:
         """A stream continued from another replica: its ids go on after the segments there."""
-        self._next_stable_id = next_stable_id
+        self.stable.next_id = next_stable_id
 
     def utterance_began(self) -> None:
         """Speech started: a new utterance may need its own second decode."""
@@ -106,8 +104,7 @@ class ResultRules:
             self._buffer.prompt.clear()
             self._policy.reset()
         words = self._buffer.new_words(verdict.words)
-        if written := self._sentence.heard(request.context, verdict.words[: len(verdict.words) - len(words)]):
-            self._buffer.end_sentence(self._sentence.after, written)
+        self.stable.heard(request.context, verdict.words[: len(verdict.words) - len(words)])
         head, self._head = self._head, None
         if retry.missed_head(head, request.prompt, words):
             self._buffer.unprompted = True
@@ -175,8 +172,8 @@ class ResultRules:
         count = commit_count(self._policy, words, final=final, until=until, truncated=truncated, window_end=heard.window_end)
         committed, remaining = words[:count], words[count:]
         # An endpoint's commit that ends the decode's words did not hear what follows the pause.
-        hold_mark = final and until is not None and not remaining and not self._endpointer.stopping and self._hold_sentence_end
-        messages: list[ServerMessage] = list(self._commit(committed, heard.language, hold_mark=hold_mark)) if committed else []
+        at_pause = final and until is not None and not remaining and not self._endpointer.stopping
+        messages: list[ServerMessage] = list(self.stable.commit(committed, heard.language, at_pause=at_pause)) if committed else []
         if self._hypothesis is not None:
             self._hypothesis = replace(self._hypothesis, words=remaining)
         if self._after_commit(heard, committed, remaining, final=final, until=until, truncated=truncated):
@@ -294,13 +291,13 @@ class ResultRules:
         hears that utterance alone, without the old language's words as context or prompt (the
         decoder would go on in it). Stable text is never heard again: a switch whose utterances
         reach back into it (a late worker committed their first words) begins after it."""
-        onset = max(decision.since, self._committed_until)
+        onset = max(decision.since, self.stable.until)
         # Only words that end before the new language's speech began (a pre-roll after `since`):
         # the alignment may put its first word's start back at the window's ("Deer" from 10.50,
         # the German from 11.04), and that word is not the old language's.
         began = decision.since + self._config.vad.preroll
         old = [w for w in words if w.start < onset and w.end <= began]
-        messages: list[ServerMessage] = list(self._commit(old, self._lang.language or ""))
+        messages: list[ServerMessage] = list(self.stable.commit(old, self._lang.language or ""))
         self._buffer.close_utterance()
         if onset > self._buffer.audio.start_time:
             self._buffer.audio.trim_to(int(onset * SAMPLE_RATE))
@@ -321,57 +318,9 @@ class ResultRules:
             self._policy.reset()
         return self._update_partial(words)
 
-    def _commit(self, words: list[Word], language: str, *, hold_mark: bool = False) -> list[Stable]:
-        """Stable messages for `words`, one per Whisper segment they span. Stable times never go
-        back: word alignment moves a boundary by tens of ms from one decode to the next, so a
-        word that begins before the last stable word's end is moved to begin there. The mark
-        held back from the text before decides how they begin; with `hold_mark`, their last
-        word's is held in turn (`streamer.stream.sentence`)."""
-        words = _in_order(words, self._committed_until)
-        prefix, lacking = self._sentence.before("".join(w.text for w in words))
-        if lacking:
-            self._buffer.end_sentence(self._sentence.after, lacking)
-        if SentenceEnd.ends_sentence(prefix) and words:  # a decode before the verdict went on without the mark
-            words = [capitalized(words[0]), *words[1:]]
-        if hold_mark:
-            words = self._sentence.hold(words)
-        messages = stables(words, self._next_stable_id, self._lang.language or language)
-        if prefix and messages:
-            messages[0] = replace(messages[0], text=prefix + messages[0].text)
-        self._next_stable_id += len(messages)
-        if words:
-            self._committed_until = max(self._committed_until, words[-1].end)
-        self._buffer.committed = self._buffer.committed + list(words)
-        return messages
-
-    @property
-    def sentence_end_held_after(self) -> float | None:
-        """Where the stable word whose sentence mark is held back ended (None: none is held)."""
-        return self._sentence.after if self._sentence.mark else None
-
-    def release_sentence_end(self) -> list[ServerMessage]:
-        """The held mark as a stable message of its own: nothing follows it (a long pause, a
-        flush, the stream's end)."""
-        mark = self._sentence.release()
-        if not mark:
-            return []
-        at = self._sentence.after
-        message = Stable(self._next_stable_id, at, at, mark, (), self._lang.language or "")
-        self._next_stable_id += 1
-        return [message]
-
     def _update_partial(self, words: list[Word]) -> list[ServerMessage]:
         previous, self._partial_words = self._partial_words, words
         if "".join(w.text for w in words) == "".join(w.text for w in previous):
             return []
         return [partial(words, self._buffer.audio.start_time)]
 
-
-def _in_order(words: list[Word], since: float) -> list[Word]:
-    """`words` with each start at least the previous end (the first's at least `since`)."""
-    ordered: list[Word] = []
-    for word in words:
-        start = max(word.start, since)
-        since = max(word.end, start)
-        ordered.append(word if (start, since) == (word.start, word.end) else replace(word, start=start, end=since))
-    return ordered

@@ -163,7 +163,7 @@ class Session:
             self._endpointer.final_reason = FinalReason.FLUSH
             self._lang.decider.expire()  # text held for the language is wanted now too
             return []
-        return self._results.release_sentence_end()
+        return list(self._results.stable.release())
 
     def stop(self) -> list[ServerMessage]:
         """No more audio: finalise what is pending, then `end` (at once when nothing is)."""
@@ -210,9 +210,9 @@ class Session:
                 self._endpointer.final_reason = FinalReason.FULL
         elif self._in_flight is None:
             self._buffer.trim_silence()
-            held_after = self._results.sentence_end_held_after
+            held_after = self._results.stable.held_after
             if held_after is not None and audio.end_time - held_after >= stream.sentence_pause:
-                messages.extend(self._results.release_sentence_end())  # the speaker stopped: the sentence ended
+                messages.extend(self._results.stable.release())  # the speaker stopped: the sentence ended
         return messages
 
     # ---- ticks -------------------------------------------------------------------------------
@@ -331,6 +331,6 @@ class Session:
         idle = self._in_flight is None and self._endpointer.final_reason is None and not self._endpointer.speech_pending
         if self.stopping and not self.ended and idle:
             self.ended = True
-            messages = self._results.release_sentence_end()
+            messages: list[ServerMessage] = list(self._results.stable.release())
             return messages + [End(self._results.next_stable_id - 1, self._buffer.audio.end_time)] if self._announce_end else messages
         return []
