@@ -236,7 +236,6 @@ def test_after_a_decoders_full_stop_the_next_stable_text_begins_a_sentence() -> 
     context = tuple(p.buffer.committed)  # kept across the short pause, the held mark left out
     assert [w.text for w in context] == [" young", " man"]
     p.endpointer.speech_pending = True
-    p.endpointer._starts.append(1.5)  # the speaker went on at 1.5 s
     heard = (*words((" young", 0.2, 0.5), (" man.", 0.5, 0.9)), *words((" unless", 1.6, 2.0), (" to", 2.0, 2.2)))
     ask = TickRequest("s", 2, np.zeros(int(2.6 * SAMPLE_RATE), np.float32), 0.0, "", "en", "transcribe", final=True, commit_until=None, speech_epoch=p.endpointer.epoch, context=context)
     messages = p.rules.apply(ask, hypothesis(heard))

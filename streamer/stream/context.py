@@ -31,14 +31,14 @@ class StreamBuffer:
         the same place ("…with ugly ones.", then nothing of the 7 s utterance after them)."""
         return () if tail_retried or self.unprompted else tuple(self.committed)
 
-    def end_sentence(self, after: float, mark: str) -> None:
-        """The committed word that ended at `after` ends a sentence after all: it gets back `mark`
-        (`streamer.stream.sentence`), in the context or, moved on, at the prompt's end."""
+    def punctuate(self, after: float, marks: str) -> None:
+        """The committed word that ended at `after` gets `marks` after it, the punctuation a decode
+        wrote there (`streamer.stream.sentence`): in the context or, moved on, at the prompt's end."""
         for i, word in enumerate(self.committed):
             if word.end == after:
-                self.committed[i] = replace(word, text=word.text + mark)
+                self.committed[i] = replace(word, text=word.text + marks)
                 return
-        self.prompt.end_sentence(mark)
+        self.prompt.punctuate(marks)
 
     def trim_silence(self) -> None:
         """No speech pending: the buffer keeps the last `stream.overlap` s of committed words as the

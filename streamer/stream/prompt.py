@@ -30,12 +30,12 @@ class Prompt:
             text = text[space:] if space >= 0 else ""
         self.text = text
 
-    def end_sentence(self, mark: str) -> None:
-        """The text so far ends a sentence with `mark` (held back from its last word)."""
+    def punctuate(self, marks: str) -> None:
+        """The text so far ends with `marks` (a sentence's end, or a comma, decided after its last word)."""
         if self._open:
             self.text, self._open = self.text + self._open, ""
         if self.text:
-            self.text += mark
+            self.text += marks
 
     def clear(self) -> None:
         """After a repetition loop: the prompt may have led into it."""

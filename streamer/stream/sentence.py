@@ -30,10 +30,14 @@ MARKS = ".?!…"  # what may end a sentence in the scripts with case (Latin, Gre
 _TRAILING = re.compile(r"[^\w\s']+$")
 
 
+def _first_letter(text: str) -> int | None:
+    return next((i for i, c in enumerate(text) if c.isalpha()), None)
+
+
 def capitalized(word: Word) -> Word:
     """`word` beginning a sentence: its first letter in upper case."""
     text = word.text
-    first = next((i for i, c in enumerate(text) if c.isalpha()), None)
+    first = _first_letter(text)
     if first is None or not text[first].islower():
         return word
     return replace(word, text=text[:first] + text[first].upper() + text[first + 1 :])
@@ -68,19 +72,18 @@ class SentenceEnd:
         self.follows = written.group() if written else self.mark if word.ends_segment else ""
         return self.follows
 
-    def before(self, text: str) -> tuple[str, str]:
-        """What the next stable `text` begins with: what the decoder wrote after the word
-        (without its verdict: the held mark, unless `text`'s first word begins, letters aside, in
-        lower case); and what the context still lacks of it (all of it without a verdict). The
-        mark is no longer held."""
+    def before(self, word: str) -> tuple[str, str]:
+        """What the next stable text, beginning with `word`, begins with: what the decoder wrote
+        after the held word (without its verdict: the held mark, unless `word` begins, letters
+        aside, in lower case); and what the context still lacks of it (all of it without a
+        verdict). The mark is no longer held."""
         mark, follows = self.release(), self.follows
         if not mark:
             return "", ""
         if follows is not None:
             return follows, ""
-        words = text.split()
-        first = next((c for c in words[0] if c.isalpha()), "") if words else ""
-        follows = "" if first.islower() else mark
+        first = _first_letter(word)
+        follows = "" if first is not None and word[first].islower() else mark
         return follows, follows
 
     @staticmethod

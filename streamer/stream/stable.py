@@ -30,7 +30,7 @@ class StableText:
     def heard(self, context: tuple[Word, ...], reheard: list[Word]) -> None:
         """A decode forced with `context` heard it again as `reheard`: it may decide the held mark."""
         if written := self._sentence.heard(context, reheard):
-            self._buffer.end_sentence(self._sentence.after, written)
+            self._buffer.punctuate(self._sentence.after, written)
 
     def commit(self, words: list[Word], language: str, *, at_pause: bool = False) -> list[Stable]:
         """Stable messages for `words`, one per Whisper segment they span. Stable times never go
@@ -39,9 +39,9 @@ class StableText:
         held back from the text before decides how they begin; `at_pause` (an endpoint's commit
         that heard nothing after them) holds their last word's in turn."""
         words = _in_order(words, self.until)
-        prefix, lacking = self._sentence.before("".join(w.text for w in words))
+        prefix, lacking = self._sentence.before(words[0].text if words else "")
         if lacking:
-            self._buffer.end_sentence(self._sentence.after, lacking)
+            self._buffer.punctuate(self._sentence.after, lacking)
         if SentenceEnd.ends_sentence(prefix) and words:  # a decode before the verdict went on without the mark
             words = [capitalized(words[0]), *words[1:]]
         if at_pause and self._hold:
